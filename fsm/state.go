@@ -1,0 +1,192 @@
+package fsm
+
+import (
+	"errors"
+	"sort"
+)
+
+// Sentinel business errors returned inside a Result. Match with errors.Is.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists")
+	ErrConflict = errors.New("changed concurrently")
+)
+
+// Filter selects events by one property, as in the websocket filter protocol.
+type Filter struct {
+	Property string `json:"property"`
+	Value    string `json:"value"`
+}
+
+// SubSpec holds the writable fields of a subscription.
+type SubSpec struct {
+	Model           string   `json:"model"`
+	PostURL         string   `json:"post-url"`
+	Reseller        string   `json:"reseller"`
+	Domain          string   `json:"domain"`
+	User            string   `json:"user"`
+	Filters         []Filter `json:"filters,omitempty"`
+	GeoSupport      string   `json:"geo-support"`
+	PreferredServer string   `json:"preferred-server,omitempty"`
+	Encoding        string   `json:"encoding"`
+	BatchMax        int      `json:"batch-max"`
+	TimeoutMs       int      `json:"timeout-ms,omitempty"`
+	Secret          string   `json:"secret"`
+	ExpiresMs       int64    `json:"expires-ms,omitempty"`
+}
+
+// Delivery statuses of a subscription. Paused and waiting are derived by the
+// API from other fields; the others are reported by the sending node.
+const (
+	StatusPending   = "pending"
+	StatusActive    = "active"
+	StatusError     = "error"
+	StatusPaused    = "paused"
+	StatusSuspended = "suspended"
+	StatusWaiting   = "waiting"
+)
+
+// Counters are the cluster-wide delivery counters of a subscription.
+type Counters struct {
+	Posts       uint64 `json:"posts"`
+	Errors      uint64 `json:"errors"`
+	Events      uint64 `json:"events"`
+	Dropped     uint64 `json:"dropped"`
+	Lag         uint64 `json:"lag"`
+	LastPostMs  int64  `json:"last-post-ms,omitempty"`
+	LastError   string `json:"last-error,omitempty"`
+	LastErrorMs int64  `json:"last-error-ms,omitempty"`
+}
+
+// Subscription is the replicated record of one subscription.
+type Subscription struct {
+	ID string `json:"id"`
+	SubSpec
+	CreatedMs  int64  `json:"created-ms"`
+	UpdatedMs  int64  `json:"updated-ms"`
+	HomeNode   string `json:"home-node"`
+	Owner      string `json:"owner"`
+	Generation uint64 `json:"generation"`
+	Paused     bool   `json:"paused"`
+	Status     string `json:"status"`
+	// Version is the raft index of the last change to the writable fields.
+	Version  uint64   `json:"version"`
+	Counters Counters `json:"counters"`
+}
+
+// Token roles.
+const (
+	RoleSuper    = "super"
+	RoleReseller = "reseller"
+	RoleDomain   = "domain"
+	RoleUser     = "user"
+	RoleIngest   = "ingest"
+	RoleNode     = "node"
+)
+
+// Token is an API token. The token string itself is never stored: Hash is
+// the hex SHA-256 of it.
+type Token struct {
+	ID        string `json:"id"`
+	Name      string `json:"name,omitempty"`
+	Role      string `json:"role"`
+	Reseller  string `json:"reseller,omitempty"`
+	Domain    string `json:"domain,omitempty"`
+	User      string `json:"user,omitempty"`
+	Hash      string `json:"hash"`
+	CreatedMs int64  `json:"created-ms"`
+}
+
+// Node is a cluster member as the replicated state knows it.
+type Node struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft-addr"`
+	HTTPAddr string `json:"http-addr"`
+	Witness  bool   `json:"witness,omitempty"`
+	JoinedMs int64  `json:"joined-ms"`
+}
+
+// State is the whole replicated state. It is not safe for concurrent use;
+// FSM guards it.
+type State struct {
+	Subs   map[string]*Subscription
+	Tokens map[string]*Token
+	Nodes  map[string]*Node
+
+	tokenByHash map[string]string
+}
+
+// NewState returns an empty state.
+func NewState() *State {
+	return &State{
+		Subs:        map[string]*Subscription{},
+		Tokens:      map[string]*Token{},
+		Nodes:       map[string]*Node{},
+		tokenByHash: map[string]string{},
+	}
+}
+
+// TokenByHash finds a token by the hash of its secret.
+func (s *State) TokenByHash(hash string) (*Token, bool) {
+	id, ok := s.tokenByHash[hash]
+	if !ok {
+		return nil, false
+	}
+	t, ok := s.Tokens[id]
+	return t, ok
+}
+
+// SortedSubs returns the subscriptions ordered by id.
+func (s *State) SortedSubs() []*Subscription {
+	out := make([]*Subscription, 0, len(s.Subs))
+	for _, sub := range s.Subs {
+		out = append(out, sub)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// SortedTokens returns the tokens ordered by id.
+func (s *State) SortedTokens() []*Token {
+	out := make([]*Token, 0, len(s.Tokens))
+	for _, t := range s.Tokens {
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Clone returns a deep copy of a subscription.
+func (sub *Subscription) Clone() *Subscription {
+	c := *sub
+	c.Filters = append([]Filter(nil), sub.Filters...)
+	return &c
+}
+
+// errorCodes name the sentinel errors on the wire, for results of writes
+// forwarded from a follower to the leader.
+var errorCodes = map[string]error{"not-found": ErrNotFound, "exists": ErrExists, "conflict": ErrConflict}
+
+// ErrorCode returns the wire name of a sentinel error ("" for nil).
+func ErrorCode(err error) string {
+	if err == nil {
+		return ""
+	}
+	for code, e := range errorCodes {
+		if errors.Is(err, e) {
+			return code
+		}
+	}
+	return "error: " + err.Error()
+}
+
+// ErrorFromCode is the inverse of ErrorCode.
+func ErrorFromCode(code string) error {
+	if code == "" {
+		return nil
+	}
+	if e, ok := errorCodes[code]; ok {
+		return e
+	}
+	return errors.New(code)
+}

@@ -1,0 +1,209 @@
+// Package client is the typed Go client of hookswitch's HTTP API, used by
+// the command line and the tests. It speaks only HTTP; it holds no state
+// beyond the address and the token.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/hookswitch/hookswitch/httpapi"
+)
+
+// DefaultTimeout bounds one API call.
+const DefaultTimeout = 30 * time.Second
+
+// Client calls one hookswitch node.
+type Client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// New returns a client for the node at addr ("http://127.0.0.1:7480"; a bare
+// host:port gets http://) with the given API token.
+func New(addr, token string) *Client {
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	return &Client{base: strings.TrimRight(addr, "/"), token: token, http: &http.Client{Timeout: DefaultTimeout}}
+}
+
+// WithHTTPClient replaces the underlying http.Client (TLS settings, timeouts).
+func (c *Client) WithHTTPClient(h *http.Client) *Client { c.http = h; return c }
+
+// Error is an API error answer.
+type Error struct {
+	Status  int
+	Message string `json:"error"`
+	Field   string `json:"field"`
+}
+
+func (e *Error) Error() string {
+	if e.Field != "" {
+		return fmt.Sprintf("%d %s: %s: %s", e.Status, http.StatusText(e.Status), e.Field, e.Message)
+	}
+	return fmt.Sprintf("%d %s: %s", e.Status, http.StatusText(e.Status), e.Message)
+}
+
+// StatusOf returns the HTTP status of an API error, 0 for other errors.
+func StatusOf(err error) int {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Status
+	}
+	return 0
+}
+
+// Fields is a subscription request body: only the fields set are sent.
+type Fields map[string]any
+
+// Do sends a request with an optional JSON body and decodes a JSON answer
+// into out (when out is not nil).
+func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("%s %s: read answer: %w", method, path, err)
+	}
+	if resp.StatusCode >= 400 {
+		e := &Error{Status: resp.StatusCode}
+		if json.Unmarshal(data, e) != nil || e.Message == "" {
+			e.Message = strings.TrimSpace(string(data))
+		}
+		return e
+	}
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+func subPath(id string, rest ...string) string {
+	return "/v1/subscriptions/" + url.PathEscape(id) + strings.Join(rest, "")
+}
+
+// CreateSub creates a subscription; the answer carries its secret.
+func (c *Client) CreateSub(ctx context.Context, f Fields) (httpapi.SubView, error) {
+	var v httpapi.SubView
+	err := c.Do(ctx, http.MethodPost, "/v1/subscriptions", f, &v)
+	return v, err
+}
+
+// ListSubs lists subscriptions; query may hold model, domain and status.
+func (c *Client) ListSubs(ctx context.Context, query url.Values) ([]httpapi.SubView, error) {
+	path := "/v1/subscriptions"
+	if len(query) > 0 {
+		path += "?" + query.Encode()
+	}
+	var v []httpapi.SubView
+	err := c.Do(ctx, http.MethodGet, path, nil, &v)
+	return v, err
+}
+
+// GetSub reads one subscription.
+func (c *Client) GetSub(ctx context.Context, id string) (httpapi.SubView, error) {
+	var v httpapi.SubView
+	err := c.Do(ctx, http.MethodGet, subPath(id), nil, &v)
+	return v, err
+}
+
+// UpdateSub changes a subscription: merge=true sends PATCH (only the given
+// fields change), merge=false sends PUT (full replace).
+func (c *Client) UpdateSub(ctx context.Context, id string, f Fields, merge bool) (httpapi.SubView, error) {
+	method := http.MethodPut
+	if merge {
+		method = http.MethodPatch
+	}
+	var v httpapi.SubView
+	err := c.Do(ctx, method, subPath(id), f, &v)
+	return v, err
+}
+
+// DeleteSub deletes a subscription.
+func (c *Client) DeleteSub(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodDelete, subPath(id), nil, nil)
+}
+
+// PauseSub pauses (pause=true) or resumes a subscription.
+func (c *Client) PauseSub(ctx context.Context, id string, pause bool) (httpapi.SubView, error) {
+	action := "/resume"
+	if pause {
+		action = "/pause"
+	}
+	var v httpapi.SubView
+	err := c.Do(ctx, http.MethodPost, subPath(id, action), nil, &v)
+	return v, err
+}
+
+// Secret reads a subscription's signing secret.
+func (c *Client) Secret(ctx context.Context, id string) (string, error) {
+	var v struct {
+		Secret string `json:"secret"`
+	}
+	err := c.Do(ctx, http.MethodGet, subPath(id, "/secret"), nil, &v)
+	return v.Secret, err
+}
+
+// CreateToken creates an API token; the answer carries the token string.
+func (c *Client) CreateToken(ctx context.Context, r httpapi.TokenRequest) (httpapi.TokenView, error) {
+	var v httpapi.TokenView
+	err := c.Do(ctx, http.MethodPost, "/v1/tokens", r, &v)
+	return v, err
+}
+
+// ListTokens lists API tokens (never their secrets).
+func (c *Client) ListTokens(ctx context.Context) ([]httpapi.TokenView, error) {
+	var v []httpapi.TokenView
+	err := c.Do(ctx, http.MethodGet, "/v1/tokens", nil, &v)
+	return v, err
+}
+
+// RevokeToken deletes an API token.
+func (c *Client) RevokeToken(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(id), nil, nil)
+}
+
+// Cluster reads GET /v1/cluster.
+func (c *Client) Cluster(ctx context.Context) (httpapi.ClusterView, error) {
+	var v httpapi.ClusterView
+	err := c.Do(ctx, http.MethodGet, "/v1/cluster", nil, &v)
+	return v, err
+}
+
+// Ready calls /readyz and returns nil when the node is ready.
+func (c *Client) Ready(ctx context.Context) error {
+	return c.Do(ctx, http.MethodGet, "/readyz", nil, nil)
+}

@@ -1,0 +1,284 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/hookswitch/hookswitch/fsm"
+)
+
+// Limits of the admin API.
+const (
+	// MaxAdminBody is the largest admin API request body (1 MiB); larger
+	// bodies get 413.
+	MaxAdminBody = "1M"
+	// applyRetries bounds compare-and-set retries of an update that raced
+	// with another change.
+	applyRetries = 5
+)
+
+// Backend is what the API needs of a node.
+type Backend interface {
+	NodeID() string
+	// Apply commits a command through raft (forwarding to the leader when
+	// this node is not leader) and returns the FSM's result.
+	Apply(ctx context.Context, c fsm.Command) (fsm.Result, error)
+	// Read runs fn under the FSM's read lock.
+	Read(fn func(st *fsm.State))
+	// Ready returns nil when the node is joined, has a leader and can write
+	// its log, else the reason it is not.
+	Ready() error
+}
+
+// Internal is what the node-to-node endpoints need.
+type Internal interface {
+	// ApplyEncoded applies an encoded command if this node is the leader;
+	// it returns ErrNotLeader otherwise.
+	ApplyEncoded(ctx context.Context, data []byte) (fsm.Result, error)
+	// Cluster describes the cluster for GET /v1/cluster.
+	Cluster() ClusterView
+}
+
+// ErrNotLeader is returned by Internal.ApplyEncoded on a follower.
+var ErrNotLeader = errors.New("not the leader")
+
+// Config configures the server.
+type Config struct {
+	Version     string
+	IngestAllow []*net.IPNet
+	Logger      *slog.Logger
+	// Now stamps times on proposed commands; time.Now when nil.
+	Now func() time.Time
+}
+
+// Server is hookswitch's HTTP API on echo.
+type Server struct {
+	e   *echo.Echo
+	b   Backend
+	in  Internal
+	cfg Config
+	log *slog.Logger
+}
+
+// New builds the server and its routes.
+func New(cfg Config, b Backend, in Internal) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{e: echo.New(), b: b, in: in, cfg: cfg, log: cfg.Logger.With("component", "httpapi")}
+	s.e.HideBanner, s.e.HidePort = true, true
+	s.e.HTTPErrorHandler = s.errorHandler
+	s.e.Use(middleware.Recover())
+
+	s.e.GET("/healthz", s.healthz)
+	s.e.GET("/readyz", s.readyz)
+
+	admin := s.e.Group("/v1", middleware.BodyLimit(MaxAdminBody), s.authenticate)
+	subs := admin.Group("/subscriptions", s.require(Principal.isAdmin))
+	subs.POST("", s.createSub)
+	subs.GET("", s.listSubs)
+	subs.GET("/:id", s.getSub)
+	subs.PUT("/:id", s.putSub)
+	subs.PATCH("/:id", s.patchSub)
+	subs.DELETE("/:id", s.deleteSub)
+	subs.POST("/:id/pause", s.pauseSub(true))
+	subs.POST("/:id/resume", s.pauseSub(false))
+	subs.GET("/:id/secret", s.getSecret)
+
+	super := admin.Group("", s.require(isSuper))
+	super.POST("/tokens", s.createToken)
+	super.GET("/tokens", s.listTokens)
+	super.DELETE("/tokens/:id", s.revokeToken)
+	super.GET("/cluster", s.cluster)
+
+	internal := s.e.Group("/internal/v1", s.authenticate, s.require(isNode))
+	internal.POST("/apply", s.internalApply)
+	return s
+}
+
+// Handler returns the server's http.Handler.
+func (s *Server) Handler() http.Handler { return s.e }
+
+// Echo exposes the router so the node can mount more routes (ingest,
+// websocket, metrics) that live in other packages.
+func (s *Server) Echo() *echo.Echo { return s.e }
+
+func isSuper(p Principal) bool { return p.Role == fsm.RoleSuper }
+func isNode(p Principal) bool  { return p.Role == fsm.RoleNode }
+
+// apiError is the JSON error body of DESIGN.md.
+type apiError struct {
+	Error string `json:"error"`
+	Field string `json:"field,omitempty"`
+}
+
+func fail(c echo.Context, code int, field, msg string) error {
+	return c.JSON(code, apiError{Error: msg, Field: field})
+}
+
+func failField(c echo.Context, code int, fe *fieldError) error {
+	return fail(c, code, fe.Field, fe.Msg)
+}
+
+// errorHandler renders echo's own errors (unknown route, 405, 413 from the
+// body limit, panics) in the API's JSON error shape.
+func (s *Server) errorHandler(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	code, msg := http.StatusInternalServerError, "internal error"
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		code = he.Code
+		if m, ok := he.Message.(string); ok {
+			msg = m
+		} else {
+			msg = http.StatusText(code)
+		}
+	}
+	if code == http.StatusRequestEntityTooLarge {
+		msg = "request body is larger than " + MaxAdminBody + "iB"
+	}
+	if code >= 500 {
+		s.log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
+	}
+	_ = fail(c, code, "", strings.ToLower(msg))
+}
+
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok", "node": s.b.NodeID()})
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	if err := s.b.Ready(); err != nil {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready", "node": s.b.NodeID()})
+}
+
+const principalKey = "hookswitch.principal"
+
+// TokenFromRequest finds the API token a request carries: a bearer token,
+// HTTP Basic with the token as password (iSymphony realm auth), or the
+// authkey query parameter (Enswitch).
+func TokenFromRequest(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(t)
+		}
+		if _, pw, ok := r.BasicAuth(); ok {
+			return pw
+		}
+	}
+	return r.URL.Query().Get("authkey")
+}
+
+// Authenticate resolves a token string to a principal.
+func (s *Server) Authenticate(token string) (Principal, bool) {
+	if token == "" {
+		return Principal{}, false
+	}
+	hash := HashToken(token)
+	var p Principal
+	var ok bool
+	s.b.Read(func(st *fsm.State) {
+		var t *fsm.Token
+		if t, ok = st.TokenByHash(hash); ok {
+			p = principalOf(t)
+		}
+	})
+	return p, ok
+}
+
+func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		tok := TokenFromRequest(c.Request())
+		if tok == "" {
+			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="hookswitch"`)
+			return fail(c, http.StatusUnauthorized, "", "missing API token (Authorization: Bearer <token>)")
+		}
+		p, ok := s.Authenticate(tok)
+		if !ok {
+			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="hookswitch"`)
+			return fail(c, http.StatusUnauthorized, "", "invalid API token")
+		}
+		c.Set(principalKey, p)
+		return next(c)
+	}
+}
+
+func principal(c echo.Context) Principal {
+	p, _ := c.Get(principalKey).(Principal)
+	return p
+}
+
+func (s *Server) require(allowed func(Principal) bool) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if !allowed(principal(c)) {
+				return fail(c, http.StatusForbidden, "", "this token's role ("+principal(c).Role+") may not use this endpoint")
+			}
+			return next(c)
+		}
+	}
+}
+
+// applyErr maps an Apply failure (not a business error) to a response.
+func (s *Server) applyErr(c echo.Context, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fail(c, http.StatusServiceUnavailable, "", "the cluster did not commit the change in time: "+err.Error())
+	}
+	s.log.Warn("apply failed", "path", c.Path(), "err", err)
+	return fail(c, http.StatusServiceUnavailable, "", "the cluster cannot commit changes now: "+err.Error())
+}
+
+func (s *Server) internalApply(c echo.Context) error {
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	res, err := s.in.ApplyEncoded(c.Request().Context(), body)
+	if errors.Is(err, ErrNotLeader) {
+		return fail(c, http.StatusServiceUnavailable, "", err.Error())
+	}
+	if err != nil {
+		return fail(c, http.StatusBadRequest, "", err.Error())
+	}
+	return c.JSON(http.StatusOK, res)
+}
+
+// ClusterView is the body of GET /v1/cluster.
+type ClusterView struct {
+	Leader string     `json:"leader"`
+	Nodes  []NodeView `json:"nodes"`
+}
+
+// NodeView is one node in ClusterView.
+type NodeView struct {
+	ID        string `json:"id"`
+	HTTPAddr  string `json:"http-addr"`
+	RaftAddr  string `json:"raft-addr"`
+	Suffrage  string `json:"suffrage"`
+	RaftRole  string `json:"raft-role"`
+	Health    string `json:"health"`
+	UpSince   string `json:"up-since,omitempty"`
+	Stable    bool   `json:"stable"`
+	Draining  bool   `json:"draining"`
+	Witness   bool   `json:"witness"`
+	ActiveSub int    `json:"active-subscriptions"`
+}
+
+func (s *Server) cluster(c echo.Context) error {
+	return c.JSON(http.StatusOK, s.in.Cluster())
+}

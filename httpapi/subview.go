@@ -1,0 +1,394 @@
+package httpapi
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hookswitch/hookswitch/fsm"
+)
+
+// Limits and defaults of subscription fields (DESIGN.md, "Subscriptions").
+const (
+	DefaultBatchMax   = 100
+	MaxBatchMax       = 1000
+	DefaultTimeoutMs  = 15000 // whole request, 15 s
+	MinTimeoutMs      = 100
+	MaxTimeoutMs      = 300000 // 5 min
+	MaxFilters        = 100
+	MaxScopeLen       = 255
+	minSecretBytes    = 16
+	maxSecretBytes    = 64
+	maxPostURLLen     = 2048
+	creationSkewMs    = 1000 // events up to 1 s older than creation are included
+	encodingJSONArray = "json-array"
+	encodingJSON      = "json"
+	encodingForm      = "form"
+	geoYes            = "yes"
+	geoNo             = "no"
+)
+
+var (
+	subIDPattern  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	modelPattern  = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
+	nodeIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+)
+
+// SubView is a subscription as the API shows it (NetSapiens v2 names).
+type SubView struct {
+	ID                  string       `json:"id"`
+	Model               string       `json:"model"`
+	PostURL             string       `json:"post-url"`
+	Reseller            string       `json:"reseller"`
+	Domain              string       `json:"domain"`
+	User                string       `json:"user"`
+	Filters             []fsm.Filter `json:"filters"`
+	GeoSupport          string       `json:"subscription-geo-support"`
+	PreferredServer     string       `json:"preferred-server"`
+	CurrentActiveServer string       `json:"current-active-server"`
+	HomeServer          string       `json:"home-server"`
+	Encoding            string       `json:"encoding"`
+	BatchMax            int          `json:"batch-max"`
+	TimeoutMs           int          `json:"timeout-ms"`
+	Secret              string       `json:"secret,omitempty"`
+	Created             string       `json:"subscription-creation-datetime"`
+	Expires             string       `json:"subscription-expires-datetime,omitempty"`
+	Status              string       `json:"status"`
+	PostsCount          uint64       `json:"posts-count"`
+	ErrorCount          uint64       `json:"error-count"`
+	EventsCount         uint64       `json:"events-count"`
+	DroppedCount        uint64       `json:"dropped-count"`
+	Lag                 uint64       `json:"lag"`
+	LastPost            string       `json:"last-post-datetime,omitempty"`
+	LastError           string       `json:"last-error,omitempty"`
+	LastErrorTime       string       `json:"last-error-datetime,omitempty"`
+}
+
+func msTime(ms int64) string {
+	if ms == 0 {
+		return ""
+	}
+	return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano)
+}
+
+// viewOf renders a subscription; the secret is left out.
+func viewOf(s *fsm.Subscription) SubView {
+	v := SubView{
+		ID: s.ID, Model: s.Model, PostURL: s.PostURL,
+		Reseller: s.Reseller, Domain: s.Domain, User: s.User,
+		Filters:    append([]fsm.Filter{}, s.Filters...),
+		GeoSupport: s.GeoSupport, PreferredServer: s.PreferredServer,
+		CurrentActiveServer: s.Owner, HomeServer: s.HomeNode,
+		Encoding: s.Encoding, BatchMax: s.BatchMax, TimeoutMs: s.TimeoutMs,
+		Created: msTime(s.CreatedMs), Expires: msTime(s.ExpiresMs),
+		Status:     s.Status,
+		PostsCount: s.Counters.Posts, ErrorCount: s.Counters.Errors,
+		EventsCount: s.Counters.Events, DroppedCount: s.Counters.Dropped, Lag: s.Counters.Lag,
+		LastPost: msTime(s.Counters.LastPostMs), LastError: s.Counters.LastError,
+		LastErrorTime: msTime(s.Counters.LastErrorMs),
+	}
+	if s.Paused {
+		v.Status = fsm.StatusPaused
+	}
+	return v
+}
+
+// fieldError is a 400 naming the offending field.
+type fieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *fieldError) Error() string { return e.Field + ": " + e.Msg }
+
+func badField(field, format string, args ...any) *fieldError {
+	return &fieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Field classes of the subscription object.
+var (
+	writableFields = map[string]bool{
+		"model": true, "post-url": true, "reseller": true, "domain": true, "user": true,
+		"filters": true, "subscription-geo-support": true, "preferred-server": true,
+		"encoding": true, "batch-max": true, "timeout-ms": true, "secret": true,
+		"subscription-expires-datetime": true,
+	}
+	readOnlyFields = map[string]bool{
+		"current-active-server": true, "home-server": true, "subscription-creation-datetime": true,
+		"status": true, "posts-count": true, "error-count": true, "events-count": true,
+		"dropped-count": true, "lag": true, "last-post-datetime": true, "last-error": true,
+		"last-error-datetime": true,
+	}
+)
+
+// subInput is a parsed request body: the raw fields it carried.
+type subInput struct {
+	raw map[string]json.RawMessage
+}
+
+func parseSubInput(body []byte) (*subInput, *fieldError) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var raw map[string]json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return nil, badField("", "body is not a JSON object: %v", err)
+	}
+	if raw == nil {
+		return nil, badField("", "body is not a JSON object")
+	}
+	if dec.More() {
+		return nil, badField("", "body has data after the JSON object")
+	}
+	for k := range raw {
+		if k != "id" && !writableFields[k] && !readOnlyFields[k] {
+			return nil, badField(k, "unknown field")
+		}
+	}
+	return &subInput{raw: raw}, nil
+}
+
+func (in *subInput) has(f string) bool { _, ok := in.raw[f]; return ok }
+
+func (in *subInput) present() map[string]bool {
+	out := make(map[string]bool, len(in.raw))
+	for k := range in.raw {
+		out[k] = true
+	}
+	return out
+}
+
+func (in *subInput) str(f string, dst *string) *fieldError {
+	v, ok := in.raw[f]
+	if !ok {
+		return nil
+	}
+	if err := json.Unmarshal(v, dst); err != nil {
+		return badField(f, "must be a string")
+	}
+	return nil
+}
+
+func (in *subInput) int(f string, dst *int) *fieldError {
+	v, ok := in.raw[f]
+	if !ok {
+		return nil
+	}
+	n, err := strconv.Atoi(string(bytes.TrimSpace(v)))
+	if err != nil {
+		return badField(f, "must be a whole number")
+	}
+	*dst = n
+	return nil
+}
+
+func (in *subInput) uint(f string) (uint64, bool, *fieldError) {
+	v, ok := in.raw[f]
+	if !ok {
+		return 0, false, nil
+	}
+	n, err := strconv.ParseUint(string(bytes.TrimSpace(v)), 10, 64)
+	if err != nil {
+		return 0, true, badField(f, "must be a whole number")
+	}
+	return n, true, nil
+}
+
+// mergeInto writes the writable fields the input carries into spec.
+func (in *subInput) mergeInto(spec *fsm.SubSpec) *fieldError {
+	for _, f := range []struct {
+		name string
+		dst  *string
+	}{
+		{"model", &spec.Model}, {"post-url", &spec.PostURL}, {"reseller", &spec.Reseller},
+		{"domain", &spec.Domain}, {"user", &spec.User}, {"subscription-geo-support", &spec.GeoSupport},
+		{"preferred-server", &spec.PreferredServer}, {"encoding", &spec.Encoding}, {"secret", &spec.Secret},
+	} {
+		if err := in.str(f.name, f.dst); err != nil {
+			return err
+		}
+	}
+	if err := in.int("batch-max", &spec.BatchMax); err != nil {
+		return err
+	}
+	if err := in.int("timeout-ms", &spec.TimeoutMs); err != nil {
+		return err
+	}
+	if v, ok := in.raw["filters"]; ok {
+		filters, err := parseFilters(v)
+		if err != nil {
+			return err
+		}
+		spec.Filters = filters
+	}
+	if v, ok := in.raw["subscription-expires-datetime"]; ok {
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil && string(v) != "null" {
+			return badField("subscription-expires-datetime", "must be an RFC 3339 time string")
+		}
+		spec.ExpiresMs = 0
+		if s != "" {
+			t, err := time.Parse(time.RFC3339, s)
+			if err != nil {
+				return badField("subscription-expires-datetime", "must be an RFC 3339 time, like 2027-01-02T15:04:05Z")
+			}
+			spec.ExpiresMs = t.UnixMilli()
+		}
+	}
+	return nil
+}
+
+func parseFilters(v json.RawMessage) ([]fsm.Filter, *fieldError) {
+	if string(v) == "null" {
+		return nil, nil
+	}
+	var items []map[string]json.RawMessage
+	if err := json.Unmarshal(v, &items); err != nil {
+		return nil, badField("filters", `must be a list of {"property":P,"value":V}`)
+	}
+	if len(items) > MaxFilters {
+		return nil, badField("filters", "at most %d filters", MaxFilters)
+	}
+	out := make([]fsm.Filter, 0, len(items))
+	for i, it := range items {
+		var f fsm.Filter
+		for k := range it {
+			if k != "property" && k != "value" {
+				return nil, badField("filters", "filter %d: unknown field %q", i, k)
+			}
+		}
+		if err := json.Unmarshal(it["property"], &f.Property); err != nil || f.Property == "" {
+			return nil, badField("filters", "filter %d: property must be a non-empty string", i)
+		}
+		if err := json.Unmarshal(it["value"], &f.Value); err != nil {
+			return nil, badField("filters", "filter %d: value must be a string", i)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// normalize fills defaults and validates a complete spec.
+func normalize(spec *fsm.SubSpec, nowMs int64, creating bool) *fieldError {
+	if spec.Model == "" {
+		return badField("model", "is required")
+	}
+	if spec.Model != Wildcard && !modelPattern.MatchString(spec.Model) {
+		return badField("model", `must be "*" or a lowercase identifier [a-z][a-z0-9_]{0,63}`)
+	}
+	if err := checkPostURL(spec.PostURL); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		name string
+		v    *string
+	}{{"reseller", &spec.Reseller}, {"domain", &spec.Domain}, {"user", &spec.User}} {
+		if *f.v == "" {
+			*f.v = Wildcard
+		}
+		if len(*f.v) > MaxScopeLen || strings.ContainsFunc(*f.v, isControl) {
+			return badField(f.name, "must be at most %d printable characters", MaxScopeLen)
+		}
+	}
+	switch spec.GeoSupport {
+	case "":
+		spec.GeoSupport = geoYes
+	case geoYes, geoNo:
+	default:
+		return badField("subscription-geo-support", `must be "yes" or "no"`)
+	}
+	if spec.PreferredServer != "" && !nodeIDPattern.MatchString(spec.PreferredServer) {
+		return badField("preferred-server", "must be a node id [A-Za-z0-9._-]{1,64}")
+	}
+	switch spec.Encoding {
+	case "":
+		spec.Encoding = encodingJSONArray
+	case encodingJSONArray, encodingJSON, encodingForm:
+	default:
+		return badField("encoding", `must be "json-array", "json" or "form"`)
+	}
+	switch {
+	case spec.BatchMax == 0:
+		spec.BatchMax = DefaultBatchMax
+	case spec.BatchMax < 1 || spec.BatchMax > MaxBatchMax:
+		return badField("batch-max", "must be between 1 and %d", MaxBatchMax)
+	}
+	switch {
+	case spec.TimeoutMs == 0:
+		spec.TimeoutMs = DefaultTimeoutMs
+	case spec.TimeoutMs < MinTimeoutMs || spec.TimeoutMs > MaxTimeoutMs:
+		return badField("timeout-ms", "must be between %d and %d", MinTimeoutMs, MaxTimeoutMs)
+	}
+	if spec.Secret != "" {
+		if err := checkSecret(spec.Secret); err != nil {
+			return err
+		}
+	}
+	if creating && spec.ExpiresMs != 0 && spec.ExpiresMs <= nowMs {
+		return badField("subscription-expires-datetime", "is in the past")
+	}
+	for i, f := range spec.Filters {
+		if f.Property == "" {
+			return badField("filters", "filter %d: property must be a non-empty string", i)
+		}
+	}
+	return nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+func checkPostURL(s string) *fieldError {
+	if s == "" {
+		return badField("post-url", "is required")
+	}
+	if len(s) > maxPostURLLen {
+		return badField("post-url", "is longer than %d characters", maxPostURLLen)
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return badField("post-url", "is not a URL: %v", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return badField("post-url", "must be an http or https URL")
+	}
+	if u.Hostname() == "" {
+		return badField("post-url", "has no host")
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return badField("post-url", "has an invalid port")
+		}
+	}
+	return nil
+}
+
+func checkSecret(s string) *fieldError {
+	b64, ok := strings.CutPrefix(s, "whsec_")
+	if !ok {
+		return badField("secret", "must look like whsec_<base64>")
+	}
+	key, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return badField("secret", "must look like whsec_<base64>")
+	}
+	if len(key) < minSecretBytes || len(key) > maxSecretBytes {
+		return badField("secret", "key must be %d to %d bytes", minSecretBytes, maxSecretBytes)
+	}
+	return nil
+}
+
+// NewSecret returns a fresh signing secret, whsec_ + base64 of 32 random bytes.
+func NewSecret() string {
+	var key [32]byte
+	if _, err := rand.Read(key[:]); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return "whsec_" + base64.StdEncoding.EncodeToString(key[:])
+}

@@ -1,0 +1,583 @@
+// Command hookswitch delivers a PBX cluster's telephony events to webhooks
+// and websocket clients. This file is the command line only: it parses
+// flags, environment and the config file, and calls into the packages.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/hookswitch/hookswitch/httpapi"
+	"github.com/hookswitch/hookswitch/httpapi/client"
+	"github.com/hookswitch/hookswitch/node"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const (
+	defaultConfigFile = "/etc/hookswitch/hookswitch.toml"
+	defaultAddr       = "http://127.0.0.1:7480"
+	devHTTPAddr       = "127.0.0.1:7480"
+	devRaftAddr       = "127.0.0.1:7481"
+	envPrefix         = "HOOKSWITCH_"
+)
+
+func main() {
+	if err := newRoot(os.Stdout, os.Stderr).Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "hookswitch:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "hookswitch",
+		Short:         "Replicated event delivery for PBX clusters: webhooks and websockets",
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cf := &clientFlags{}
+	root.PersistentFlags().StringVar(&cf.addr, "addr", "", "node to talk to (env HOOKSWITCH_ADDR; default "+defaultAddr+")")
+	root.PersistentFlags().StringVar(&cf.token, "token", "", "API token (env HOOKSWITCH_TOKEN; default: the local data dir's root-token)")
+	root.PersistentFlags().StringVar(&cf.dataDir, "client-data-dir", "", "data dir whose root-token the client may read (default ./hookswitch-data, then "+node.DefaultDataDir+")")
+	root.PersistentFlags().BoolVar(&cf.json, "json", false, "print JSON instead of a table")
+	root.AddCommand(newAgentCmd(), newSubCmd(cf), newTokenCmd(cf), newStatusCmd(cf))
+	return root
+}
+
+// ---- agent ----
+
+// setting is one agent setting: a flag, an env var and a TOML key.
+type setting struct {
+	name, usage string
+}
+
+func newAgentCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run a hookswitch node",
+		Args:  cobra.NoArgs,
+	}
+	d := node.Default()
+	f := cmd.Flags()
+	f.String("config", defaultConfigFile, "TOML config file (missing is fine unless set explicitly)")
+	f.Bool("dev", false, "single-node cluster on 127.0.0.1 with data in ./hookswitch-data; prints the root token")
+	f.String("node-id", "", "this node's id (default: hostname, persisted in <data-dir>/node-id)")
+	f.String("data-dir", d.DataDir, "data directory")
+	f.String("http-addr", d.HTTPAddr, "HTTP listen address (API, ingest, websocket, metrics)")
+	f.String("raft-addr", d.RaftAddr, "raft listen address")
+	f.String("advertise-http", "", "HTTP address other nodes use (default: http-addr)")
+	f.String("advertise-raft", "", "raft address other nodes use (default: raft-addr)")
+	f.Bool("bootstrap", false, "create a new cluster with this node as its first member")
+	f.String("join", "", "comma-separated HTTP addresses of cluster members to join")
+	f.Bool("witness", false, "vote in raft but never send subscriptions")
+	f.Duration("report-interval", d.ReportInterval, "node report period")
+	f.Duration("down-after", d.DownAfter, "no committed report for this long: node down")
+	f.Duration("stable-after", d.StableAfter, "continuously up this long: node stable")
+	f.Duration("lease", d.Lease, "stop sending when the last committed report is older (< down-after)")
+	f.Duration("raft-heartbeat-timeout", d.RaftHeartbeatTimeout, "raft heartbeat timeout")
+	f.Duration("raft-election-timeout", d.RaftElectionTimeout, "raft election timeout")
+	f.Duration("retention", d.Retention, "event log age limit")
+	f.String("retention-bytes", "2GiB", "event log size limit (bytes, or with KiB/MiB/GiB)")
+	f.Duration("suspend-after", d.SuspendAfter, "continuous failure for this long: suspended")
+	f.String("ingest-allow", node.DefaultAllowLoopback, "CIDRs that may ingest without a token")
+	f.String("ws-allow", node.DefaultAllowLoopback, "CIDRs that may open a websocket")
+	f.String("post-url-deny", "", "extra CIDRs a post-url may not resolve to (link-local and metadata are always denied unless allowed)")
+	f.String("post-url-allow", "", "CIDRs a post-url may resolve to even if denied")
+	f.String("tls-cert", "", "TLS certificate for the HTTP API")
+	f.String("tls-key", "", "TLS key for the HTTP API")
+	f.String("cluster-ca", "", "CA for mutual TLS between nodes")
+	f.String("join-token", "", "shared secret a joining node must present")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := applyEnvAndFile(cmd.Flags()); err != nil {
+			return err
+		}
+		cfg, err := agentConfig(cmd.Flags())
+		if err != nil {
+			return err
+		}
+		return runAgent(cmd, cfg)
+	}
+	return cmd
+}
+
+// applyEnvAndFile fills every flag not given on the command line from
+// HOOKSWITCH_<NAME>, else from the TOML file: flag, env, file, default.
+func applyEnvAndFile(fs *pflag.FlagSet) error {
+	fileVals := map[string]any{}
+	path, _ := fs.GetString("config")
+	if v, ok := os.LookupEnv(envPrefix + "CONFIG"); ok && !fs.Changed("config") {
+		path = v
+	}
+	explicit := fs.Changed("config") || os.Getenv(envPrefix+"CONFIG") != ""
+	if _, err := toml.DecodeFile(path, &fileVals); err != nil {
+		if !errors.Is(err, os.ErrNotExist) || explicit {
+			return fmt.Errorf("config file %s: %w", path, err)
+		}
+	}
+	for key := range fileVals {
+		if fs.Lookup(key) == nil || key == "config" {
+			return fmt.Errorf("config file %s: unknown setting %q", path, key)
+		}
+	}
+	var errs []error
+	fs.VisitAll(func(fl *pflag.Flag) {
+		if fl.Changed || fl.Name == "config" {
+			return
+		}
+		env := envPrefix + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if err := fl.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", env, err))
+			}
+			fl.Changed = true
+			return
+		}
+		if v, ok := fileVals[fl.Name]; ok {
+			s := fmt.Sprint(v)
+			if list, ok := v.([]any); ok {
+				parts := make([]string, len(list))
+				for i, p := range list {
+					parts[i] = fmt.Sprint(p)
+				}
+				s = strings.Join(parts, ",")
+			}
+			if err := fl.Value.Set(s); err != nil {
+				errs = append(errs, fmt.Errorf("config %s: %w", fl.Name, err))
+			}
+			fl.Changed = true
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func agentConfig(fs *pflag.FlagSet) (node.Config, error) {
+	cfg := node.Default()
+	str := func(name string) string { v, _ := fs.GetString(name); return v }
+	dur := func(name string) time.Duration { v, _ := fs.GetDuration(name); return v }
+	boolean := func(name string) bool { v, _ := fs.GetBool(name); return v }
+	cfg.Dev = boolean("dev")
+	cfg.NodeID = str("node-id")
+	cfg.DataDir = str("data-dir")
+	cfg.HTTPAddr = str("http-addr")
+	cfg.RaftAddr = str("raft-addr")
+	cfg.AdvertiseHTTP = str("advertise-http")
+	cfg.AdvertiseRaft = str("advertise-raft")
+	cfg.Bootstrap = boolean("bootstrap")
+	if j := str("join"); j != "" {
+		cfg.Join = strings.Split(j, ",")
+	}
+	cfg.Witness = boolean("witness")
+	cfg.ReportInterval = dur("report-interval")
+	cfg.DownAfter = dur("down-after")
+	cfg.StableAfter = dur("stable-after")
+	cfg.Lease = dur("lease")
+	cfg.RaftHeartbeatTimeout = dur("raft-heartbeat-timeout")
+	cfg.RaftElectionTimeout = dur("raft-election-timeout")
+	cfg.Retention = dur("retention")
+	cfg.SuspendAfter = dur("suspend-after")
+	cfg.TLSCert, cfg.TLSKey = str("tls-cert"), str("tls-key")
+	cfg.ClusterCA, cfg.JoinToken = str("cluster-ca"), str("join-token")
+	var err error
+	if cfg.RetentionBytes, err = parseBytes(str("retention-bytes")); err != nil {
+		return cfg, fmt.Errorf("retention-bytes: %w", err)
+	}
+	for _, c := range []struct {
+		name string
+		dst  *[]*net.IPNet
+	}{{"ingest-allow", &cfg.IngestAllow}, {"ws-allow", &cfg.WSAllow}, {"post-url-deny", &cfg.PostURLDeny}, {"post-url-allow", &cfg.PostURLAllow}} {
+		if *c.dst, err = node.ParseCIDRs(str(c.name)); err != nil {
+			return cfg, fmt.Errorf("%s: %w", c.name, err)
+		}
+	}
+	if cfg.Dev {
+		// --dev: one node on loopback that bootstraps itself; explicit
+		// settings still win.
+		if !fs.Changed("data-dir") {
+			cfg.DataDir = node.DefaultDevDataDir
+		}
+		if !fs.Changed("http-addr") {
+			cfg.HTTPAddr = devHTTPAddr
+		}
+		if !fs.Changed("raft-addr") {
+			cfg.RaftAddr = devRaftAddr
+		}
+		if !fs.Changed("stable-after") {
+			cfg.StableAfter = 0
+		}
+		if len(cfg.Join) == 0 {
+			cfg.Bootstrap = true
+		}
+	}
+	return cfg, nil
+}
+
+// parseBytes reads "2147483648", "512MiB", "2GiB", "64KiB".
+func parseBytes(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}} {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(n), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a byte size like 2GiB", s)
+	}
+	return n * mult, nil
+}
+
+func runAgent(cmd *cobra.Command, cfg node.Config) error {
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	n, err := node.Start(cfg, version, logger)
+	if err != nil {
+		return err
+	}
+	if cfg.Dev {
+		printDevBanner(cmd.OutOrStdout(), n, cfg)
+	}
+	<-ctx.Done()
+	logger.Info("shutting down", "component", "main")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	return n.Shutdown(sctx)
+}
+
+func printDevBanner(w io.Writer, n *node.Node, cfg node.Config) {
+	tok, _ := os.ReadFile(filepath.Join(cfg.DataDir, node.RootTokenFile))
+	base := "http://" + n.HTTPAddr()
+	fmt.Fprintf(w, `hookswitch %s running in dev mode (single node %q, data in %s)
+  API:        %s/v1/subscriptions
+  ingest:     %s/v1/events
+  health:     %s/healthz   readiness: %s/readyz
+  root token: %s
+Try:  export HOOKSWITCH_TOKEN=%s
+      hookswitch sub create --model call --post-url http://127.0.0.1:9000/hook
+`, version, n.ID(), cfg.DataDir, base, base, base, base, strings.TrimSpace(string(tok)), strings.TrimSpace(string(tok)))
+}
+
+// ---- client commands ----
+
+type clientFlags struct {
+	addr, token, dataDir string
+	json                 bool
+}
+
+func (cf *clientFlags) client() *client.Client {
+	addr := firstNonEmpty(cf.addr, os.Getenv(envPrefix+"ADDR"), defaultAddr)
+	token := firstNonEmpty(cf.token, os.Getenv(envPrefix+"TOKEN"))
+	if token == "" {
+		dirs := []string{node.DefaultDevDataDir, node.DefaultDataDir}
+		if cf.dataDir != "" {
+			dirs = []string{cf.dataDir}
+		}
+		for _, d := range dirs {
+			if b, err := os.ReadFile(filepath.Join(d, node.RootTokenFile)); err == nil {
+				token = strings.TrimSpace(string(b))
+				break
+			}
+		}
+	}
+	return client.New(addr, token)
+}
+
+func firstNonEmpty(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// output prints v as JSON (--json) or with the table function.
+func (cf *clientFlags) output(cmd *cobra.Command, v any, table func(w *tabwriter.Writer)) error {
+	if cf.json {
+		enc := json.NewEncoder(cmd.OutOrStdout())
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	table(w)
+	return w.Flush()
+}
+
+func newSubCmd(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "sub", Short: "Manage webhook subscriptions"}
+	subFields := func(c *cobra.Command) {
+		f := c.Flags()
+		f.String("model", "", "event model (call, cdr, agent, …, or * with super scope)")
+		f.String("post-url", "", "http(s) URL events are posted to")
+		f.String("reseller", "", "reseller scope (default *)")
+		f.String("domain", "", "domain scope (default *)")
+		f.String("user", "", "user scope (default *)")
+		f.StringArray("filter", nil, "property=value filter (repeatable)")
+		f.String("geo", "", "subscription-geo-support: yes (failover) or no (pinned)")
+		f.String("preferred-server", "", "node id that sends it whenever stable")
+		f.String("encoding", "", "json-array (default), json or form")
+		f.Int("batch-max", 0, "events per POST for json-array (1..1000, default 100)")
+		f.Int("timeout-ms", 0, "whole-request timeout in ms (default 15000)")
+		f.String("secret", "", "signing secret whsec_<base64> (default: generated)")
+		f.String("expires", "", "subscription-expires-datetime, RFC 3339")
+	}
+	collect := func(c *cobra.Command) (client.Fields, error) {
+		f := c.Flags()
+		out := client.Fields{}
+		for flag, field := range map[string]string{
+			"model": "model", "post-url": "post-url", "reseller": "reseller", "domain": "domain", "user": "user",
+			"geo": "subscription-geo-support", "preferred-server": "preferred-server", "encoding": "encoding",
+			"secret": "secret", "expires": "subscription-expires-datetime",
+		} {
+			if f.Changed(flag) {
+				v, _ := f.GetString(flag)
+				out[field] = v
+			}
+		}
+		for _, flag := range []string{"batch-max", "timeout-ms"} {
+			if f.Changed(flag) {
+				v, _ := f.GetInt(flag)
+				out[flag] = v
+			}
+		}
+		if f.Changed("filter") {
+			vals, _ := f.GetStringArray("filter")
+			filters := []map[string]string{}
+			for _, kv := range vals {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok || k == "" {
+					return nil, fmt.Errorf("--filter %q: want property=value", kv)
+				}
+				filters = append(filters, map[string]string{"property": k, "value": v})
+			}
+			out["filters"] = filters
+		}
+		return out, nil
+	}
+
+	create := &cobra.Command{Use: "create", Short: "Create a subscription", Args: cobra.NoArgs}
+	subFields(create)
+	create.Flags().String("id", "", "subscription id (default: generated)")
+	create.RunE = func(c *cobra.Command, _ []string) error {
+		fields, err := collect(c)
+		if err != nil {
+			return err
+		}
+		if id, _ := c.Flags().GetString("id"); id != "" {
+			fields["id"] = id
+		}
+		v, err := cf.client().CreateSub(c.Context(), fields)
+		if err != nil {
+			return err
+		}
+		return cf.output(c, v, func(w *tabwriter.Writer) { subDetail(w, v) })
+	}
+
+	update := &cobra.Command{Use: "update ID", Short: "Change a subscription (only the given flags; --replace for a full replace)", Args: cobra.ExactArgs(1)}
+	subFields(update)
+	update.Flags().Bool("replace", false, "PUT: replace every writable field (absent ones take defaults)")
+	update.Flags().Bool("reset-counters", false, "reset posts-count and error-count to 0")
+	update.RunE = func(c *cobra.Command, args []string) error {
+		fields, err := collect(c)
+		if err != nil {
+			return err
+		}
+		if reset, _ := c.Flags().GetBool("reset-counters"); reset {
+			fields["posts-count"], fields["error-count"] = 0, 0
+		}
+		replace, _ := c.Flags().GetBool("replace")
+		v, err := cf.client().UpdateSub(c.Context(), args[0], fields, !replace)
+		if err != nil {
+			return err
+		}
+		return cf.output(c, v, func(w *tabwriter.Writer) { subDetail(w, v) })
+	}
+
+	list := &cobra.Command{Use: "list", Short: "List subscriptions", Args: cobra.NoArgs}
+	list.Flags().String("model", "", "only this model")
+	list.Flags().String("domain", "", "only this domain")
+	list.Flags().String("status", "", "only this status")
+	list.RunE = func(c *cobra.Command, _ []string) error {
+		q := url.Values{}
+		for _, k := range []string{"model", "domain", "status"} {
+			if v, _ := c.Flags().GetString(k); v != "" {
+				q.Set(k, v)
+			}
+		}
+		subs, err := cf.client().ListSubs(c.Context(), q)
+		if err != nil {
+			return err
+		}
+		return cf.output(c, subs, func(w *tabwriter.Writer) {
+			fmt.Fprintln(w, "ID\tMODEL\tDOMAIN\tUSER\tPOST-URL\tSTATUS\tSERVER\tPOSTS\tERRORS")
+			for _, s := range subs {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.ID, s.Model, s.Domain, s.User, s.PostURL, s.Status, s.CurrentActiveServer, s.PostsCount, s.ErrorCount)
+			}
+		})
+	}
+
+	get := &cobra.Command{Use: "get ID", Short: "Show a subscription", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			v, err := cf.client().GetSub(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return cf.output(c, v, func(w *tabwriter.Writer) { subDetail(w, v) })
+		}}
+
+	del := &cobra.Command{Use: "delete ID", Short: "Delete a subscription", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := cf.client().DeleteSub(c.Context(), args[0]); err != nil {
+				return err
+			}
+			return cf.output(c, map[string]string{"deleted": args[0]}, func(w *tabwriter.Writer) { fmt.Fprintln(w, "deleted", args[0]) })
+		}}
+
+	pauser := func(use string, pause bool) *cobra.Command {
+		return &cobra.Command{Use: use + " ID", Short: strings.ToUpper(use[:1]) + use[1:] + " a subscription", Args: cobra.ExactArgs(1),
+			RunE: func(c *cobra.Command, args []string) error {
+				v, err := cf.client().PauseSub(c.Context(), args[0], pause)
+				if err != nil {
+					return err
+				}
+				return cf.output(c, v, func(w *tabwriter.Writer) { subDetail(w, v) })
+			}}
+	}
+
+	secret := &cobra.Command{Use: "secret ID", Short: "Print a subscription's signing secret", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			s, err := cf.client().Secret(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return cf.output(c, map[string]string{"secret": s}, func(w *tabwriter.Writer) { fmt.Fprintln(w, s) })
+		}}
+
+	cmd.AddCommand(create, list, get, update, del, pauser("pause", true), pauser("resume", false), secret)
+	return cmd
+}
+
+func subDetail(w io.Writer, v httpapi.SubView) {
+	filters := make([]string, len(v.Filters))
+	for i, f := range v.Filters {
+		filters[i] = f.Property + "=" + f.Value
+	}
+	rows := [][2]string{
+		{"id", v.ID}, {"model", v.Model}, {"post-url", v.PostURL},
+		{"scope", fmt.Sprintf("reseller=%s domain=%s user=%s", v.Reseller, v.Domain, v.User)},
+		{"filters", strings.Join(filters, " ")}, {"encoding", v.Encoding},
+		{"batch-max", strconv.Itoa(v.BatchMax)}, {"geo-support", v.GeoSupport},
+		{"preferred-server", v.PreferredServer}, {"current-active-server", v.CurrentActiveServer},
+		{"status", v.Status}, {"created", v.Created}, {"expires", v.Expires},
+		{"posts / errors", fmt.Sprintf("%d / %d", v.PostsCount, v.ErrorCount)},
+		{"events / dropped / lag", fmt.Sprintf("%d / %d / %d", v.EventsCount, v.DroppedCount, v.Lag)},
+		{"last-error", v.LastError},
+	}
+	if v.Secret != "" {
+		rows = append(rows, [2]string{"secret", v.Secret})
+	}
+	for _, r := range rows {
+		fmt.Fprintf(w, "%s:\t%s\n", r[0], r[1])
+	}
+}
+
+func newTokenCmd(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Manage API tokens (super scope)"}
+	create := &cobra.Command{Use: "create", Short: "Create an API token", Args: cobra.NoArgs}
+	var req httpapi.TokenRequest
+	create.Flags().StringVar(&req.Role, "role", "", "super, reseller, domain, user or ingest")
+	create.Flags().StringVar(&req.Name, "name", "", "a label for the token")
+	create.Flags().StringVar(&req.Reseller, "reseller", "", "reseller the token is bound to")
+	create.Flags().StringVar(&req.Domain, "domain", "", "domain the token is bound to")
+	create.Flags().StringVar(&req.User, "user", "", "user the token is bound to")
+	create.RunE = func(c *cobra.Command, _ []string) error {
+		v, err := cf.client().CreateToken(c.Context(), req)
+		if err != nil {
+			return err
+		}
+		return cf.output(c, v, func(w *tabwriter.Writer) {
+			fmt.Fprintf(w, "id:\t%s\nrole:\t%s\ntoken:\t%s\n(the token is shown only now)\n", v.ID, v.Role, v.Token)
+		})
+	}
+	list := &cobra.Command{Use: "list", Short: "List API tokens", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			toks, err := cf.client().ListTokens(c.Context())
+			if err != nil {
+				return err
+			}
+			return cf.output(c, toks, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "ID\tNAME\tROLE\tRESELLER\tDOMAIN\tUSER\tCREATED")
+				for _, t := range toks {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Role, t.Reseller, t.Domain, t.User, t.Created)
+				}
+			})
+		}}
+	revoke := &cobra.Command{Use: "revoke ID", Short: "Revoke an API token", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := cf.client().RevokeToken(c.Context(), args[0]); err != nil {
+				return err
+			}
+			return cf.output(c, map[string]string{"revoked": args[0]}, func(w *tabwriter.Writer) { fmt.Fprintln(w, "revoked", args[0]) })
+		}}
+	cmd.AddCommand(create, list, revoke)
+	return cmd
+}
+
+func newStatusCmd(cf *clientFlags) *cobra.Command {
+	return &cobra.Command{Use: "status", Short: "The cluster and this node at a glance", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cl := cf.client()
+			ready := "ready"
+			if err := cl.Ready(c.Context()); err != nil {
+				ready = "not ready: " + err.Error()
+			}
+			view, err := cl.Cluster(c.Context())
+			if err != nil {
+				return err
+			}
+			subs, err := cl.ListSubs(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			status := map[string]int{}
+			for _, s := range subs {
+				status[s.Status]++
+			}
+			out := map[string]any{"ready": ready, "leader": view.Leader, "nodes": view.Nodes, "subscriptions": len(subs), "by-status": status}
+			return cf.output(c, out, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "this node:\t%s\nleader:\t%s\nsubscriptions:\t%d %v\n\n", ready, view.Leader, len(subs), status)
+				fmt.Fprintln(w, "NODE\tHTTP\tRAFT\tROLE\tSUFFRAGE\tHEALTH\tSUBS")
+				for _, nd := range view.Nodes {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", nd.ID, nd.HTTPAddr, nd.RaftAddr, nd.RaftRole, nd.Suffrage, nd.Health, nd.ActiveSub)
+				}
+			})
+		}}
+}

@@ -1,0 +1,162 @@
+package node
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/hookswitch/hookswitch/fsm"
+	"github.com/hookswitch/hookswitch/httpapi"
+)
+
+// leaderBarrierTimeout bounds the Barrier a new leader issues before it
+// acts on the state.
+const leaderBarrierTimeout = 30 * time.Second
+
+// leaderLoop runs leader-only duties while this node leads: it starts them
+// (after a Barrier, so the FSM has every committed entry) on gaining
+// leadership and cancels them on losing it.
+func (n *Node) leaderLoop() {
+	stop := func() {}
+	defer func() { stop() }()
+	leaderCh := n.raft.LeaderCh()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case isLeader := <-leaderCh:
+			stop()
+			stop = func() {}
+			if !isLeader {
+				n.log.Info("lost leadership")
+				continue
+			}
+			n.log.Info("gained leadership")
+			ctx, cancel := context.WithCancel(n.ctx)
+			stop = cancel
+			n.wg.Add(1)
+			go func() {
+				defer n.wg.Done()
+				n.leaderDuties(ctx)
+			}()
+		}
+	}
+}
+
+func (n *Node) leaderDuties(ctx context.Context) {
+	if err := n.raft.Barrier(leaderBarrierTimeout).Error(); err != nil {
+		n.log.Warn("barrier failed; waiting for the next leadership", "err", err)
+		return
+	}
+	if err := n.ensureSelf(ctx); err != nil && ctx.Err() == nil {
+		n.log.Error("could not register this node", "err", err)
+	}
+}
+
+// ensureSelf commits this node's registration, its node token and (after
+// the first bootstrap) the root token when the state lacks them.
+func (n *Node) ensureSelf(ctx context.Context) error {
+	var (
+		me       *fsm.Node
+		nodeTok  bool
+		hasSuper bool
+		hasRoot  bool
+	)
+	n.fsm.Read(func(st *fsm.State) {
+		if nd, ok := st.Nodes[n.id]; ok {
+			c := *nd
+			me = &c
+		}
+		_, nodeTok = st.TokenByHash(httpapi.HashToken(n.nodeToken))
+		_, hasRoot = st.Tokens[RootTokenID]
+		for _, t := range st.Tokens {
+			hasSuper = hasSuper || t.Role == fsm.RoleSuper
+		}
+	})
+	now := time.Now().UnixMilli()
+	if me == nil || me.HTTPAddr != n.advHTTP || me.RaftAddr != n.advRaft || me.Witness != n.cfg.Witness {
+		nd := fsm.Node{ID: n.id, RaftAddr: n.advRaft, HTTPAddr: n.advHTTP, Witness: n.cfg.Witness, JoinedMs: now}
+		if err := n.applyChecked(ctx, &fsm.RegisterNode{Node: nd}); err != nil {
+			return err
+		}
+	}
+	if !nodeTok {
+		t := fsm.Token{ID: "node-" + n.id, Name: "node " + n.id, Role: fsm.RoleNode, Hash: httpapi.HashToken(n.nodeToken), CreatedMs: now}
+		if err := n.applyChecked(ctx, &fsm.CreateToken{Token: t}); err != nil {
+			return err
+		}
+	}
+	// The root token is committed once, by the node that bootstrapped the
+	// cluster. Once any super token exists it is not recreated, so revoking
+	// the root token sticks.
+	if !hasRoot && !hasSuper {
+		b, err := os.ReadFile(filepath.Join(n.cfg.DataDir, RootTokenFile))
+		if err == nil {
+			t := fsm.Token{ID: RootTokenID, Name: "root (bootstrap)", Role: fsm.RoleSuper, Hash: httpapi.HashToken(trim(b)), CreatedMs: now}
+			if err := n.applyChecked(ctx, &fsm.CreateToken{Token: t}); err != nil {
+				return err
+			}
+			n.log.Info("committed the root token", "file", RootTokenFile)
+		}
+	}
+	return nil
+}
+
+func trim(b []byte) string {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return string(b)
+}
+
+func (n *Node) applyChecked(ctx context.Context, c fsm.Command) error {
+	res, err := n.Apply(ctx, c)
+	if err != nil {
+		return err
+	}
+	return res.Err
+}
+
+// Cluster implements httpapi.Internal.
+func (n *Node) Cluster() httpapi.ClusterView {
+	_, leaderID := n.raft.LeaderWithID()
+	v := httpapi.ClusterView{Leader: string(leaderID), Nodes: []httpapi.NodeView{}}
+	cf := n.raft.GetConfiguration()
+	if cf.Error() != nil {
+		return v
+	}
+	active := map[string]int{}
+	nodes := map[string]fsm.Node{}
+	n.fsm.Read(func(st *fsm.State) {
+		for _, s := range st.Subs {
+			if !s.Paused {
+				active[s.Owner]++
+			}
+		}
+		for id, nd := range st.Nodes {
+			nodes[id] = *nd
+		}
+	})
+	for _, srv := range cf.Configuration().Servers {
+		id := string(srv.ID)
+		nd := nodes[id]
+		role := "follower"
+		if srv.ID == leaderID {
+			role = "leader"
+		}
+		suffrage := "voter"
+		if srv.Suffrage != raft.Voter {
+			suffrage = "nonvoter"
+		}
+		v.Nodes = append(v.Nodes, httpapi.NodeView{
+			ID: id, HTTPAddr: nd.HTTPAddr, RaftAddr: string(srv.Address), Suffrage: suffrage,
+			// Health comes from node reports (the cluster issue); until a
+			// node has reported, it is "unknown".
+			RaftRole: role, Health: "unknown", Witness: nd.Witness, ActiveSub: active[id],
+		})
+	}
+	return v
+}
