@@ -17,12 +17,12 @@ const FlagSkippable byte = 0x80
 
 // Command types. Values are part of the on-disk raft log: never renumber.
 const (
-	CmdCreateSub   CommandType = 1
-	CmdUpdateSub   CommandType = 2
-	CmdDeleteSub   CommandType = 3
-	CmdSetPaused   CommandType = 4
-	CmdCreateToken CommandType = 5
-	CmdRevokeToken CommandType = 6
+	CmdCreateSub    CommandType = 1
+	CmdUpdateSub    CommandType = 2
+	CmdDeleteSub    CommandType = 3
+	CmdSetPaused    CommandType = 4
+	CmdCreateToken  CommandType = 5
+	CmdRevokeToken  CommandType = 6
 	CmdRegisterNode CommandType = 7
 )
 
@@ -66,12 +66,12 @@ type CreateSub struct {
 // Version still equals it (compare-and-set, so a merge computed by the
 // proposer never overwrites a concurrent change).
 type UpdateSub struct {
-	ID            string   `json:"id"`
-	Spec          SubSpec  `json:"spec"`
-	ExpectVersion uint64   `json:"expect-version,omitempty"`
-	ResetPosts    bool     `json:"reset-posts,omitempty"`
-	ResetErrors   bool     `json:"reset-errors,omitempty"`
-	AtMs          int64    `json:"at-ms"`
+	ID            string  `json:"id"`
+	Spec          SubSpec `json:"spec"`
+	ExpectVersion uint64  `json:"expect-version,omitempty"`
+	ResetPosts    bool    `json:"reset-posts,omitempty"`
+	ResetErrors   bool    `json:"reset-errors,omitempty"`
+	AtMs          int64   `json:"at-ms"`
 }
 
 // DeleteSub removes a subscription.

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,8 +19,8 @@ import (
 // Limits of the admin API.
 const (
 	// MaxAdminBody is the largest admin API request body (1 MiB); larger
-	// bodies get 413.
-	MaxAdminBody = "1M"
+	// bodies get 413. (echo reads "1M" as 10^6 bytes; "1MiB" is 2^20.)
+	MaxAdminBody = "1MiB"
 	// applyRetries bounds compare-and-set retries of an update that raced
 	// with another change.
 	applyRetries = 5
@@ -84,26 +85,31 @@ func New(cfg Config, b Backend, in Internal) *Server {
 	s.e.GET("/healthz", s.healthz)
 	s.e.GET("/readyz", s.readyz)
 
-	admin := s.e.Group("/v1", middleware.BodyLimit(MaxAdminBody), s.authenticate)
-	subs := admin.Group("/subscriptions", s.require(Principal.isAdmin))
-	subs.POST("", s.createSub)
-	subs.GET("", s.listSubs)
-	subs.GET("/:id", s.getSub)
-	subs.PUT("/:id", s.putSub)
-	subs.PATCH("/:id", s.patchSub)
-	subs.DELETE("/:id", s.deleteSub)
-	subs.POST("/:id/pause", s.pauseSub(true))
-	subs.POST("/:id/resume", s.pauseSub(false))
-	subs.GET("/:id/secret", s.getSecret)
+	// Middleware is attached per route, not to groups: echo registers a
+	// catch-all route for a group with middleware, which turned every
+	// wrong method under the group into 404 (or 401/403) instead of 405.
+	admin := []echo.MiddlewareFunc{middleware.BodyLimit(MaxAdminBody), s.authenticate}
+	subMW := slices.Concat(admin, []echo.MiddlewareFunc{s.require(Principal.isAdmin)})
+	subs := s.e.Group("/v1/subscriptions")
+	subs.POST("", s.createSub, subMW...)
+	subs.GET("", s.listSubs, subMW...)
+	subs.GET("/:id", s.getSub, subMW...)
+	subs.PUT("/:id", s.putSub, subMW...)
+	subs.PATCH("/:id", s.patchSub, subMW...)
+	subs.DELETE("/:id", s.deleteSub, subMW...)
+	subs.POST("/:id/pause", s.pauseSub(true), subMW...)
+	subs.POST("/:id/resume", s.pauseSub(false), subMW...)
+	subs.GET("/:id/secret", s.getSecret, subMW...)
 
-	super := admin.Group("", s.require(isSuper))
-	super.POST("/tokens", s.createToken)
-	super.GET("/tokens", s.listTokens)
-	super.DELETE("/tokens/:id", s.revokeToken)
-	super.GET("/cluster", s.cluster)
+	superMW := slices.Concat(admin, []echo.MiddlewareFunc{s.require(isSuper)})
+	super := s.e.Group("/v1")
+	super.POST("/tokens", s.createToken, superMW...)
+	super.GET("/tokens", s.listTokens, superMW...)
+	super.DELETE("/tokens/:id", s.revokeToken, superMW...)
+	super.GET("/cluster", s.cluster, superMW...)
 
-	internal := s.e.Group("/internal/v1", s.authenticate, s.require(isNode))
-	internal.POST("/apply", s.internalApply)
+	internal := s.e.Group("/internal/v1")
+	internal.POST("/apply", s.internalApply, s.authenticate, s.require(isNode))
 	return s
 }
 
@@ -146,14 +152,15 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		} else {
 			msg = http.StatusText(code)
 		}
+		msg = strings.ToLower(msg)
 	}
 	if code == http.StatusRequestEntityTooLarge {
-		msg = "request body is larger than " + MaxAdminBody + "iB"
+		msg = "request body is larger than " + MaxAdminBody
 	}
 	if code >= 500 {
 		s.log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
 	}
-	_ = fail(c, code, "", strings.ToLower(msg))
+	_ = fail(c, code, "", msg)
 }
 
 func (s *Server) healthz(c echo.Context) error {
@@ -169,17 +176,26 @@ func (s *Server) readyz(c echo.Context) error {
 
 const principalKey = "hookswitch.principal"
 
-// TokenFromRequest finds the API token a request carries: a bearer token,
-// HTTP Basic with the token as password (iSymphony realm auth), or the
-// authkey query parameter (Enswitch).
+// headerToken finds a token in the Authorization header: a bearer token,
+// or HTTP Basic with the token as password (iSymphony realm auth).
+func headerToken(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	// The auth scheme is case-insensitive (RFC 9110, 11.1).
+	if scheme, t, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
+		return strings.TrimSpace(t)
+	}
+	if _, pw, ok := r.BasicAuth(); ok {
+		return pw
+	}
+	return ""
+}
+
+// TokenFromRequest finds the token of a websocket request: the
+// Authorization header, or the authkey query parameter (Enswitch). The admin
+// API takes the header only, so tokens stay out of URLs and access logs.
 func TokenFromRequest(r *http.Request) string {
-	if h := r.Header.Get("Authorization"); h != "" {
-		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
-			return strings.TrimSpace(t)
-		}
-		if _, pw, ok := r.BasicAuth(); ok {
-			return pw
-		}
+	if t := headerToken(r); t != "" {
+		return t
 	}
 	return r.URL.Query().Get("authkey")
 }
@@ -203,7 +219,7 @@ func (s *Server) Authenticate(token string) (Principal, bool) {
 
 func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		tok := TokenFromRequest(c.Request())
+		tok := headerToken(c.Request())
 		if tok == "" {
 			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="hookswitch"`)
 			return fail(c, http.StatusUnauthorized, "", "missing API token (Authorization: Bearer <token>)")

@@ -83,10 +83,13 @@ func (s *Server) createSub(c echo.Context) error {
 	if sub.Secret == "" {
 		sub.Secret = NewSecret()
 	}
-	sub.Owner = sub.HomeNode
-	if sub.PreferredServer != "" {
-		sub.Owner = sub.PreferredServer
+	// The home node of a pinned (geo "no") subscription is its preferred
+	// server, else the node that created it. Until the leader's reconciler
+	// assigns it, the home node sends it.
+	if sub.GeoSupport == geoNo && sub.PreferredServer != "" {
+		sub.HomeNode = sub.PreferredServer
 	}
+	sub.Owner = sub.HomeNode
 	res, err := s.b.Apply(c.Request().Context(), &fsm.CreateSub{Sub: *sub})
 	if err != nil {
 		return s.applyErr(c, err)
@@ -143,7 +146,7 @@ func (s *Server) getSecret(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"secret": sub.Secret})
 }
 
-func (s *Server) putSub(c echo.Context) error  { return s.updateSub(c, false) }
+func (s *Server) putSub(c echo.Context) error   { return s.updateSub(c, false) }
 func (s *Server) patchSub(c echo.Context) error { return s.updateSub(c, true) }
 
 // updateSub serves PUT (merge=false: every writable field is replaced, an

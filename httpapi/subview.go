@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -143,7 +144,8 @@ func parseSubInput(body []byte) (*subInput, *fieldError) {
 	if raw == nil {
 		return nil, badField("", "body is not a JSON object")
 	}
-	if dec.More() {
+	// Only white space may follow (dec.More misses a stray ']' or '}').
+	if _, err := dec.Token(); err != io.EOF {
 		return nil, badField("", "body has data after the JSON object")
 	}
 	for k := range raw {
@@ -266,7 +268,8 @@ func parseFilters(v json.RawMessage) ([]fsm.Filter, *fieldError) {
 		if err := json.Unmarshal(it["property"], &f.Property); err != nil || f.Property == "" {
 			return nil, badField("filters", "filter %d: property must be a non-empty string", i)
 		}
-		if err := json.Unmarshal(it["value"], &f.Value); err != nil {
+		// json.Unmarshal takes null for a string without error: refuse it.
+		if err := json.Unmarshal(it["value"], &f.Value); err != nil || string(bytes.TrimSpace(it["value"])) == "null" {
 			return nil, badField("filters", "filter %d: value must be a string", i)
 		}
 		out = append(out, f)

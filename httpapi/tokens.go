@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
@@ -96,6 +97,9 @@ func (s *Server) createToken(c echo.Context) error {
 	if err := dec.Decode(&req); err != nil {
 		return fail(c, http.StatusBadRequest, "", "body is not a valid token request: "+err.Error())
 	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fail(c, http.StatusBadRequest, "", "body has data after the JSON object")
+	}
 	if fe := req.check(); fe != nil {
 		return failField(c, http.StatusBadRequest, fe)
 	}
@@ -128,7 +132,19 @@ func (s *Server) listTokens(c echo.Context) error {
 }
 
 func (s *Server) revokeToken(c echo.Context) error {
-	res, err := s.b.Apply(c.Request().Context(), &fsm.RevokeToken{ID: c.Param("id")})
+	id := c.Param("id")
+	var role string
+	s.b.Read(func(st *fsm.State) {
+		if t, ok := st.Tokens[id]; ok {
+			role = t.Role
+		}
+	})
+	if role == fsm.RoleNode {
+		// Node tokens carry forwarded writes and the event mesh; they go
+		// away with their node (DELETE /v1/cluster/nodes/{id}).
+		return fail(c, http.StatusForbidden, "id", "node tokens are removed with their node, not revoked")
+	}
+	res, err := s.b.Apply(c.Request().Context(), &fsm.RevokeToken{ID: id})
 	if err != nil {
 		return s.applyErr(c, err)
 	}

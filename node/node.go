@@ -39,7 +39,7 @@ const (
 	// raftApplyTimeout bounds how long an Apply waits to be enqueued.
 	raftApplyTimeout = 10 * time.Second
 	// forwardTimeout bounds one forwarded write to the leader.
-	forwardTimeout = 15 * time.Second
+	forwardTimeout        = 15 * time.Second
 	httpReadHeaderTimeout = 10 * time.Second
 	httpIdleTimeout       = 120 * time.Second
 )

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -141,25 +142,30 @@ func (s *StateDB) Commit(applied uint64, changes []fsm.Change) error {
 	return nil
 }
 
-// Snapshot implements fsm.Persister with a bbolt read transaction, which
-// stays consistent while later commits go on.
+// Snapshot implements fsm.Persister. The state is copied out at once in
+// one read transaction: state.db is small (subscriptions, tokens, nodes),
+// and a read transaction held open while raft streams the snapshot would
+// stall commits whenever bbolt has to grow its memory map.
 func (s *StateDB) Snapshot() (fsm.PersistedSnapshot, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	tx, err := s.db.Begin(false)
-	if err != nil {
+	var buf bytes.Buffer
+	if err := s.db.View(func(tx *bbolt.Tx) error {
+		_, err := tx.WriteTo(&buf)
+		return err
+	}); err != nil {
 		return nil, fmt.Errorf("store: snapshot: %w", err)
 	}
-	return &stateSnapshot{tx: tx}, nil
+	return &stateSnapshot{data: buf.Bytes()}, nil
 }
 
-type stateSnapshot struct {
-	tx   *bbolt.Tx
-	once sync.Once
-}
+type stateSnapshot struct{ data []byte }
 
-func (s *stateSnapshot) WriteTo(w io.Writer) (int64, error) { return s.tx.WriteTo(w) }
-func (s *stateSnapshot) Release()                           { s.once.Do(func() { _ = s.tx.Rollback() }) }
+func (s *stateSnapshot) WriteTo(w io.Writer) (int64, error) {
+	n, err := w.Write(s.data)
+	return int64(n), err
+}
+func (s *stateSnapshot) Release() {}
 
 // ErrBadSnapshot marks a snapshot stream that is not a state.db file.
 var ErrBadSnapshot = errors.New("store: snapshot is not a hookswitch state file")

@@ -1,0 +1,127 @@
+package webhook
+
+import (
+	"errors"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func mustPrefixes(t *testing.T, s string) []netip.Prefix {
+	t.Helper()
+	p, err := ParsePrefixes(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestGuardCheck(t *testing.T) {
+	tests := []struct {
+		name    string
+		deny    string
+		allow   string
+		addr    string
+		refused bool
+	}{
+		{"metadata refused by default", "", "", "169.254.169.254", true},
+		{"link-local v4 refused", "", "", "169.254.1.1", true},
+		{"link-local v6 refused", "", "", "fe80::1", true},
+		{"link-local v6 with zone refused", "", "", "fe80::1%eth0", true},
+		{"mapped metadata refused", "", "", "::ffff:169.254.169.254", true},
+		{"aws v6 metadata refused", "", "", "fd00:ec2::254", true},
+		{"loopback allowed", "", "", "127.0.0.1", false},
+		{"loopback v6 allowed", "", "", "::1", false},
+		{"private allowed", "", "", "10.1.2.3", false},
+		{"private 192.168 allowed", "", "", "192.168.1.10", false},
+		{"ula allowed", "", "", "fd12::1", false},
+		{"public allowed", "", "", "203.0.113.5", false},
+		{"configured deny adds", "10.0.0.0/8", "", "10.1.2.3", true},
+		{"configured deny keeps defaults", "10.0.0.0/8", "", "169.254.169.254", true},
+		{"single address deny", "192.0.2.7", "", "192.0.2.7", true},
+		{"allow overrides default deny", "", "169.254.169.254", "169.254.169.254", false},
+		{"allow is specific", "", "169.254.169.254", "169.254.169.253", true},
+		{"more specific deny beats allow", "10.9.9.9/32", "10.0.0.0/8", "10.9.9.9", true},
+		{"more specific allow beats deny", "10.0.0.0/8", "10.9.0.0/16", "10.9.9.9", false},
+		{"allow wins a tie", "10.0.0.0/8", "10.0.0.0/8", "10.1.1.1", false},
+		{"allow-list mode refuses others", "0.0.0.0/0,::/0", "203.0.113.0/24", "198.51.100.1", true},
+		{"allow-list mode lets listed in", "0.0.0.0/0,::/0", "203.0.113.0/24", "203.0.113.9", false},
+		{"allow-list mode v6", "0.0.0.0/0,::/0", "203.0.113.0/24", "2001:db8::1", true},
+		{"unmasked cidr works", "10.1.2.3/8", "", "10.200.0.1", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewGuard(mustPrefixes(t, tt.deny), mustPrefixes(t, tt.allow))
+			err := g.Check(netip.MustParseAddr(tt.addr))
+			if (err != nil) != tt.refused {
+				t.Fatalf("Check(%s) = %v, want refused=%v", tt.addr, err, tt.refused)
+			}
+			if err != nil {
+				var re *RefusedError
+				if !errors.Is(err, ErrRefused) || !errors.As(err, &re) {
+					t.Fatalf("error %T does not wrap ErrRefused", err)
+				}
+				if !strings.Contains(err.Error(), "post-url guard") || !strings.Contains(err.Error(), re.Rule.String()) {
+					t.Fatalf("unclear message: %v", err)
+				}
+				if fromDefaults := tt.deny == "" || strings.HasPrefix(tt.addr, "169.254") || strings.HasPrefix(tt.addr, "fe80"); re.Default != fromDefaults {
+					t.Fatalf("Default = %v for rule %s", re.Default, re.Rule)
+				}
+			}
+		})
+	}
+	var nilGuard *Guard
+	if nilGuard.Check(netip.MustParseAddr("169.254.169.254")) == nil {
+		t.Fatal("nil guard must apply the defaults")
+	}
+}
+
+func TestGuardControl(t *testing.T) {
+	g := NewGuard(nil, nil)
+	tests := []struct {
+		address string
+		refused bool
+		bad     bool
+	}{
+		{"169.254.169.254:80", true, false},
+		{"[fe80::1%lo]:443", true, false},
+		{"127.0.0.1:8080", false, false},
+		{"[::1]:8080", false, false},
+		{"no-port", false, true},
+		{"host.example:80", false, true},
+	}
+	for _, tt := range tests {
+		err := g.Control("tcp", tt.address, nil)
+		switch {
+		case tt.refused && !errors.Is(err, ErrRefused):
+			t.Errorf("Control(%s) = %v, want refusal", tt.address, err)
+		case tt.bad && err == nil:
+			t.Errorf("Control(%s) accepted a non-IP address", tt.address)
+		case !tt.refused && !tt.bad && err != nil:
+			t.Errorf("Control(%s) = %v", tt.address, err)
+		}
+	}
+}
+
+func TestParsePrefixes(t *testing.T) {
+	got, err := ParsePrefixes(" 10.0.0.0/8, 192.0.2.1 ,, ::1, fe80::/10 ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{
+		netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.1/32"),
+		netip.MustParsePrefix("::1/128"), netip.MustParsePrefix("fe80::/10"),
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("ParsePrefixes = %v", got)
+	}
+	for _, bad := range []string{"10.0.0.0/33", "nonsense", "10.0.0/8", "example.com"} {
+		if _, err := ParsePrefixes(bad); err == nil {
+			t.Errorf("ParsePrefixes(%q): want error", bad)
+		}
+	}
+	if p, err := ParsePrefixes(""); err != nil || p != nil {
+		t.Fatalf("empty list = %v %v", p, err)
+	}
+}

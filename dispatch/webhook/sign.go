@@ -1,0 +1,83 @@
+package webhook
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// SecretPrefix starts every signing secret (Standard Webhooks).
+const SecretPrefix = "whsec_"
+
+// Secret key sizes in bytes: NewSecret makes SecretBytes; ValidateSecret
+// accepts MinSecretBytes..MaxSecretBytes (the Standard Webhooks range).
+const (
+	SecretBytes    = 32
+	MinSecretBytes = 24
+	MaxSecretBytes = 64
+)
+
+// signatureVersion is the Standard Webhooks scheme tag for HMAC-SHA256.
+const signatureVersion = "v1"
+
+// ErrBadSecret is wrapped by errors about a malformed signing secret. The
+// error never contains the secret.
+var ErrBadSecret = errors.New("invalid signing secret")
+
+// NewSecret returns a fresh signing secret: "whsec_" and the standard base64
+// of SecretBytes random bytes.
+func NewSecret() string {
+	key := make([]byte, SecretBytes)
+	_, _ = rand.Read(key) // crypto/rand.Read never fails (it aborts the process instead)
+	return SecretPrefix + base64.StdEncoding.EncodeToString(key)
+}
+
+// ValidateSecret checks a user-supplied secret: "whsec_" followed by the
+// standard base64 of MinSecretBytes..MaxSecretBytes bytes.
+func ValidateSecret(secret string) error {
+	if !strings.HasPrefix(secret, SecretPrefix) {
+		return fmt.Errorf("%w: must start with %q", ErrBadSecret, SecretPrefix)
+	}
+	key, err := decodeSecret(secret)
+	if err != nil {
+		return err
+	}
+	if len(key) < MinSecretBytes || len(key) > MaxSecretBytes {
+		return fmt.Errorf("%w: key is %d bytes, want %d to %d", ErrBadSecret, len(key), MinSecretBytes, MaxSecretBytes)
+	}
+	return nil
+}
+
+func decodeSecret(secret string) ([]byte, error) {
+	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, SecretPrefix))
+	if err != nil {
+		return nil, fmt.Errorf("%w: not base64 after %q", ErrBadSecret, SecretPrefix)
+	}
+	if len(key) == 0 {
+		return nil, fmt.Errorf("%w: empty key", ErrBadSecret)
+	}
+	return key, nil
+}
+
+// Sign returns the webhook-signature header value for one attempt:
+// "v1,<base64 HMAC-SHA256(key, msgID + "." + unix seconds of ts + "." + body)>",
+// where key is the base64-decoded part of secret after "whsec_".
+func Sign(secret, msgID string, ts time.Time, body []byte) (string, error) {
+	key, err := decodeSecret(secret)
+	if err != nil {
+		return "", err
+	}
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(msgID))
+	mac.Write([]byte{'.'})
+	mac.Write(strconv.AppendInt(nil, ts.Unix(), 10))
+	mac.Write([]byte{'.'})
+	mac.Write(body)
+	return signatureVersion + "," + base64.StdEncoding.EncodeToString(mac.Sum(nil)), nil
+}
