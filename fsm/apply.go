@@ -45,6 +45,10 @@ func Apply(st *State, idx uint64, c Command) (Result, []Change) {
 		return applyRevokeToken(st, c)
 	case *RegisterNode:
 		return applyRegisterNode(st, c)
+	case *NodeReport:
+		return applyNodeReport(st, c)
+	case *RewindSub:
+		return applyRewindSub(st, c)
 	}
 	// Decode only produces the types above; reaching here is a programming
 	// error, not bad input.

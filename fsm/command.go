@@ -24,6 +24,8 @@ const (
 	CmdCreateToken  CommandType = 5
 	CmdRevokeToken  CommandType = 6
 	CmdRegisterNode CommandType = 7
+	CmdNodeReport   CommandType = 8
+	CmdRewindSub    CommandType = 9
 )
 
 func (t CommandType) String() string {
@@ -42,6 +44,10 @@ func (t CommandType) String() string {
 		return "revoke-token"
 	case CmdRegisterNode:
 		return "register-node"
+	case CmdNodeReport:
+		return "node-report"
+	case CmdRewindSub:
+		return "rewind-sub"
 	}
 	return fmt.Sprintf("command-%d", uint8(t))
 }
@@ -108,6 +114,8 @@ func (SetPaused) Type() CommandType    { return CmdSetPaused }
 func (CreateToken) Type() CommandType  { return CmdCreateToken }
 func (RevokeToken) Type() CommandType  { return CmdRevokeToken }
 func (RegisterNode) Type() CommandType { return CmdRegisterNode }
+func (NodeReport) Type() CommandType   { return CmdNodeReport }
+func (RewindSub) Type() CommandType    { return CmdRewindSub }
 
 // Encode returns the log entry bytes for c: one type byte, then the JSON
 // payload.
@@ -156,6 +164,10 @@ func Decode(b []byte) (Command, error) {
 		c = &RevokeToken{}
 	case CmdRegisterNode:
 		c = &RegisterNode{}
+	case CmdNodeReport:
+		c = &NodeReport{}
+	case CmdRewindSub:
+		c = &RewindSub{}
 	default:
 		if b[0]&FlagSkippable != 0 {
 			return nil, fmt.Errorf("%w: type %d", ErrUnknownSkippable, uint8(t))

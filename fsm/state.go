@@ -72,6 +72,24 @@ type Subscription struct {
 	// Version is the raft index of the last change to the writable fields.
 	Version  uint64   `json:"version"`
 	Counters Counters `json:"counters"`
+	// StartMs is where delivery starts in a source log that has no cursor
+	// yet: the creation time less the clock-skew allowance, or a replay's
+	// start.
+	StartMs int64 `json:"start-ms"`
+	// Cursors say how far the subscription has consumed each source node's
+	// log, as committed by its sending node's reports.
+	Cursors map[string]Cursor `json:"cursors,omitempty"`
+	// FailingSinceMs is when the current streak of failed POSTs began (0
+	// when the last POST succeeded), so suspend-after survives failover.
+	FailingSinceMs int64 `json:"failing-since-ms,omitempty"`
+}
+
+// Cursor is how far a subscription has consumed one source node's log:
+// every event up to Seq of that log incarnation is delivered or passed over.
+type Cursor struct {
+	Node        string `json:"node"`
+	Incarnation string `json:"incarnation"`
+	Seq         uint64 `json:"seq"`
 }
 
 // Token roles.
@@ -104,6 +122,10 @@ type Node struct {
 	HTTPAddr string `json:"http-addr"`
 	Witness  bool   `json:"witness,omitempty"`
 	JoinedMs int64  `json:"joined-ms"`
+	// LastReportSeq and LastReportMs are from the node's last committed
+	// report (a retried report with an old sequence number is ignored).
+	LastReportSeq uint64 `json:"last-report-seq,omitempty"`
+	LastReportMs  int64  `json:"last-report-ms,omitempty"`
 }
 
 // State is the whole replicated state. It is not safe for concurrent use;
@@ -160,6 +182,12 @@ func (s *State) SortedTokens() []*Token {
 func (sub *Subscription) Clone() *Subscription {
 	c := *sub
 	c.Filters = append([]Filter(nil), sub.Filters...)
+	if sub.Cursors != nil {
+		c.Cursors = make(map[string]Cursor, len(sub.Cursors))
+		for k, v := range sub.Cursors {
+			c.Cursors[k] = v
+		}
+	}
 	return &c
 }
 

@@ -58,6 +58,8 @@ type Config struct {
 	Logger      *slog.Logger
 	// Now stamps times on proposed commands; time.Now when nil.
 	Now func() time.Time
+	// Tester serves POST /v1/subscriptions/{id}/test (nil: 503).
+	Tester Tester
 }
 
 // Server is hookswitch's HTTP API on echo.
@@ -65,8 +67,9 @@ type Server struct {
 	e   *echo.Echo
 	b   Backend
 	in  Internal
-	cfg Config
-	log *slog.Logger
+	cfg    Config
+	log    *slog.Logger
+	tester Tester
 }
 
 // New builds the server and its routes.
@@ -77,7 +80,7 @@ func New(cfg Config, b Backend, in Internal) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{e: echo.New(), b: b, in: in, cfg: cfg, log: cfg.Logger.With("component", "httpapi")}
+	s := &Server{e: echo.New(), b: b, in: in, cfg: cfg, log: cfg.Logger.With("component", "httpapi"), tester: cfg.Tester}
 	s.e.HideBanner, s.e.HidePort = true, true
 	s.e.HTTPErrorHandler = s.errorHandler
 	s.e.Use(middleware.Recover())
@@ -100,6 +103,8 @@ func New(cfg Config, b Backend, in Internal) *Server {
 	subs.POST("/:id/pause", s.pauseSub(true), subMW...)
 	subs.POST("/:id/resume", s.pauseSub(false), subMW...)
 	subs.GET("/:id/secret", s.getSecret, subMW...)
+	subs.POST("/:id/replay", s.replaySub, subMW...)
+	subs.POST("/:id/test", s.testSub, subMW...)
 
 	superMW := slices.Concat(admin, []echo.MiddlewareFunc{s.require(isSuper)})
 	super := s.e.Group("/v1")
@@ -111,6 +116,39 @@ func New(cfg Config, b Backend, in Internal) *Server {
 	internal := s.e.Group("/internal/v1")
 	internal.POST("/apply", s.internalApply, s.authenticate, s.require(isNode))
 	return s
+}
+
+// Mount serves a handler of another package (ingest, websocket, metrics)
+// at method and path; it does its own authorization.
+func (s *Server) Mount(method, path string, h http.Handler) {
+	s.e.Add(method, path, echo.WrapHandler(h))
+}
+
+// AuthorizeIngest decides whether a request may ingest events: callers in
+// the ingest-allow CIDRs (loopback by default) need no token; others need a
+// token with the ingest or super role.
+func (s *Server) AuthorizeIngest(r *http.Request) (status int, msg string, ok bool) {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		if ip := net.ParseIP(host); ip != nil {
+			for _, n := range s.cfg.IngestAllow {
+				if n.Contains(ip) {
+					return 0, "", true
+				}
+			}
+		}
+	}
+	tok := headerToken(r)
+	if tok == "" {
+		return http.StatusUnauthorized, "an API token with the ingest role is needed from this address", false
+	}
+	p, ok := s.Authenticate(tok)
+	if !ok {
+		return http.StatusUnauthorized, "invalid API token", false
+	}
+	if p.Role != fsm.RoleIngest && p.Role != fsm.RoleSuper {
+		return http.StatusForbidden, "this token's role (" + p.Role + ") may not ingest events", false
+	}
+	return 0, "", true
 }
 
 // Handler returns the server's http.Handler.

@@ -61,7 +61,7 @@ func (s *Server) createSub(c echo.Context) error {
 	}
 	p := principal(c)
 	now := s.cfg.Now().UnixMilli()
-	sub := &fsm.Subscription{CreatedMs: now, UpdatedMs: now, HomeNode: s.b.NodeID(), Status: fsm.StatusPending}
+	sub := &fsm.Subscription{CreatedMs: now, UpdatedMs: now, StartMs: now - creationSkewMs, HomeNode: s.b.NodeID(), Status: fsm.StatusPending}
 	if err := in.str("id", &sub.ID); err != nil {
 		return failField(c, http.StatusBadRequest, err)
 	}

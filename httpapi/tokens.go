@@ -1,10 +1,7 @@
 package httpapi
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
@@ -92,13 +89,8 @@ func (s *Server) createToken(c echo.Context) error {
 		return err
 	}
 	var req TokenRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	if err := strictJSON(body, &req); err != nil {
 		return fail(c, http.StatusBadRequest, "", "body is not a valid token request: "+err.Error())
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return fail(c, http.StatusBadRequest, "", "body has data after the JSON object")
 	}
 	if fe := req.check(); fe != nil {
 		return failField(c, http.StatusBadRequest, fe)

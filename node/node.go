@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	httpsource "github.com/hookswitch/hookswitch/dispatch/source/http"
 	"github.com/hookswitch/hookswitch/fsm"
 	"github.com/hookswitch/hookswitch/httpapi"
 	"github.com/hookswitch/hookswitch/store"
@@ -63,6 +64,7 @@ type Node struct {
 	httpLn    net.Listener
 	forwarder *http.Client
 	nodeToken string
+	pipe      *pipeline
 
 	// RootToken is the super token written at first bootstrap (empty if
 	// this node did not bootstrap the cluster now).
@@ -105,6 +107,9 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	if n.nodeToken, err = readOrCreateSecret(filepath.Join(cfg.DataDir, NodeTokenFile)); err != nil {
 		return nil, err
 	}
+	if n.pipe, err = newPipeline(n, version, logger); err != nil {
+		return nil, err
+	}
 	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("node: http listen %s: %w", cfg.HTTPAddr, err)
@@ -115,7 +120,9 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.forwarder = &http.Client{Timeout: forwardTimeout}
-	n.api = httpapi.New(httpapi.Config{Version: version, IngestAllow: cfg.IngestAllow, Logger: logger}, n, n)
+	n.api = httpapi.New(httpapi.Config{Version: version, IngestAllow: cfg.IngestAllow, Logger: logger, Tester: n}, n, n)
+	ingest := httpsource.New(httpsource.Options{Log: n.pipe.events, Authorize: n.api.AuthorizeIngest, Logger: logger})
+	n.api.Mount(http.MethodPost, "/v1/events", ingest)
 	n.httpSrv = &http.Server{
 		Handler:           n.api.Handler(),
 		ReadHeaderTimeout: httpReadHeaderTimeout,
@@ -142,6 +149,7 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 		defer n.wg.Done()
 		n.leaderLoop()
 	}()
+	n.pipe.start()
 	ok = true
 	n.log.Info("node started", "http", n.advHTTP, "raft", n.advRaft, "data-dir", cfg.DataDir)
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
@@ -161,6 +169,9 @@ func (n *Node) openStores(logger *slog.Logger) error {
 }
 
 func (n *Node) closeStores() {
+	if n.pipe != nil {
+		_ = n.pipe.events.Close()
+	}
 	if n.stateDB != nil {
 		_ = n.stateDB.Close()
 	}
@@ -367,6 +378,10 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	if err := n.httpSrv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 	}
+	if err := n.pipe.stop(); err != nil {
+		errs = append(errs, fmt.Errorf("pipeline: %w", err))
+	}
+	n.pipe = nil
 	n.cancel()
 	if n.raft.State() == raft.Leader && n.voters() > 1 {
 		if err := n.raft.LeadershipTransfer().Error(); err != nil {

@@ -1,0 +1,430 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/hookswitch/hookswitch/dispatch"
+	"github.com/hookswitch/hookswitch/dispatch/match"
+	"github.com/hookswitch/hookswitch/dispatch/webhook"
+)
+
+// behindReaderPoll is how often a subscription whose position is ahead of
+// its source's reader (right after start) looks again.
+const behindReaderPoll = 10 * time.Millisecond
+
+// subState is one running subscription. Its fields are guarded by the
+// engine's mutex, except sub, own, e (immutable) and the channels.
+type subState struct {
+	e         *Engine
+	sub       Sub
+	own       *match.Index // this subscription alone, for catching up
+	collapser *match.OrigIDCollapser
+	notify    chan struct{}
+	done      chan struct{}
+	cancel    context.CancelFunc
+	prev      *subState
+
+	srcs      map[string]*subSrc
+	started   bool
+	stopped   bool
+	suspended bool
+
+	// Counter deltas since the last report, and status.
+	posts, errs, events uint64
+	status              webhook.State
+	lastPostMs          int64
+	lastError           string
+	lastErrorMs         int64
+	failingSinceMs      int64
+}
+
+// subSrc is a subscription's position in one source log.
+type subSrc struct {
+	inc string
+	// attached: the source's reader queues matches for it, and its
+	// position is the reader's. Otherwise it has examined every event up
+	// to readPos and reads the log itself from there.
+	attached bool
+	readPos  uint64
+	queue    []*dispatch.Event // matched, not handed out yet
+	handed   []*dispatch.Event // handed to the worker, not acknowledged
+}
+
+func newSubState(e *Engine, s Sub) *subState {
+	ss := &subState{
+		e: e, sub: s, own: match.NewIndex(),
+		notify: make(chan struct{}, 1), done: make(chan struct{}),
+		srcs: map[string]*subSrc{}, status: webhook.StatePending,
+	}
+	if !s.FailingSince.IsZero() {
+		ss.failingSinceMs = s.FailingSince.UnixMilli()
+	}
+	if s.Match.Model == dispatch.ModelCallOrigID {
+		ss.collapser = match.NewOrigIDCollapser(origIDCalls)
+	}
+	return ss
+}
+
+// offer is called by a source reader, with the engine's mutex held, for an
+// event that matches this subscription.
+func (ss *subState) offer(node string, ev *dispatch.Event, derived string, queueMax int) {
+	sp := ss.srcs[node]
+	if sp == nil || !sp.attached || ss.stopped {
+		return
+	}
+	if len(sp.queue) >= queueMax {
+		// Too far behind to keep in memory: read the log from here.
+		sp.attached = false
+		sp.readPos = ev.Seq - 1
+		return
+	}
+	if d := ss.deliverable(ev, derived); d != nil {
+		sp.queue = append(sp.queue, d)
+		ss.wake()
+	}
+}
+
+// deliverable returns the form of ev this subscription receives, or nil.
+func (ss *subState) deliverable(ev *dispatch.Event, derived string) *dispatch.Event {
+	if derived == dispatch.ModelCallOrigID && ss.collapser != nil && !ss.collapser.Pass(ev) {
+		return nil
+	}
+	d, err := match.Derive(ev, derived)
+	if err != nil {
+		ss.e.log.Warn("event cannot be derived; passed over", "sub", ss.sub.ID(), "event", ev.ID, "err", err)
+		return nil
+	}
+	return d
+}
+
+func (ss *subState) wake() {
+	select {
+	case ss.notify <- struct{}{}:
+	default:
+	}
+}
+
+// stop ends the subscription's worker. Called with the engine's mutex held.
+func (ss *subState) stop() {
+	ss.stopped = true
+	if ss.cancel != nil {
+		ss.cancel()
+	}
+	if !ss.started {
+		ss.started = true // never to start now
+		close(ss.done)
+	}
+	ss.wake()
+}
+
+// cursor is the position up to which the subscription has consumed a
+// source: every event up to it is delivered or passed over.
+func (ss *subState) cursor(node string) uint64 {
+	sp := ss.srcs[node]
+	switch {
+	case len(sp.handed) > 0:
+		return sp.handed[0].Seq - 1
+	case len(sp.queue) > 0:
+		return sp.queue[0].Seq - 1
+	case sp.attached:
+		return ss.e.sources[node].pos
+	}
+	return sp.readPos
+}
+
+// report builds the subscription's report; with reset, deltas restart.
+func (ss *subState) report(reset bool) SubReport {
+	r := SubReport{
+		ID: ss.sub.ID(), Generation: ss.sub.Generation, Status: ss.status,
+		Posts: ss.posts, Errors: ss.errs, Events: ss.events,
+		LastPostMs: ss.lastPostMs, LastError: ss.lastError, LastErrorMs: ss.lastErrorMs,
+		FailingSinceMs: ss.failingSinceMs,
+	}
+	for node, sp := range ss.srcs {
+		r.Cursors = append(r.Cursors, Cursor{Node: node, Incarnation: sp.inc, Seq: ss.cursor(node)})
+		r.Lag += uint64(len(sp.queue) + len(sp.handed))
+		if src := ss.e.sources[node]; !sp.attached && src.pos > sp.readPos {
+			// Not examined yet: an upper bound of what may match.
+			r.Lag += src.pos - sp.readPos
+		}
+	}
+	if reset {
+		ss.posts, ss.errs, ss.events = 0, 0, 0
+	}
+	return r
+}
+
+// run is the subscription's goroutine: it runs a worker until ctx is done
+// or the subscription is suspended, restarting it after other failures.
+func (ss *subState) run(ctx context.Context) {
+	defer func() {
+		e := ss.e
+		e.mu.Lock()
+		e.retired = append(e.retired, ss.report(true))
+		e.mu.Unlock()
+		close(ss.done)
+	}()
+	e := ss.e
+	opts := e.opts.Worker
+	for ctx.Err() == nil {
+		opts.FailingSince = time.Time{}
+		e.mu.Lock()
+		if ss.failingSinceMs != 0 {
+			opts.FailingSince = time.UnixMilli(ss.failingSinceMs)
+		}
+		e.mu.Unlock()
+		w := webhook.NewWorker(ss.sub.Target, ss, e.opts.Poster, ss, opts)
+		err := w.Run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, webhook.ErrSuspended) {
+			return
+		}
+		e.log.Error("subscription worker failed; restarting", "sub", ss.sub.ID(), "err", err, "after", e.opts.RestartDelay)
+		ss.requeue()
+		if sleepCtx(ctx, e.opts.RestartDelay) != nil {
+			return
+		}
+	}
+}
+
+// requeue puts events handed to a failed worker back in front of the queue.
+func (ss *subState) requeue() {
+	ss.e.mu.Lock()
+	defer ss.e.mu.Unlock()
+	for _, sp := range ss.srcs {
+		sp.queue = append(sp.handed, sp.queue...)
+		sp.handed = nil
+	}
+}
+
+// Next implements webhook.Source.
+func (ss *subState) Next(ctx context.Context, max int) ([]*dispatch.Event, error) {
+	e := ss.e
+	for {
+		e.mu.Lock()
+		if evs := ss.take(max); len(evs) > 0 {
+			e.mu.Unlock()
+			return evs, nil
+		}
+		job, wait := ss.plan()
+		e.mu.Unlock()
+		if job != nil {
+			if err := job(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		var poll <-chan time.Time
+		var t *time.Timer
+		if wait {
+			t = time.NewTimer(behindReaderPoll)
+			poll = t.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-ss.notify:
+		case <-poll:
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// take hands out up to max queued events. Called with the mutex held.
+func (ss *subState) take(max int) []*dispatch.Event {
+	var out []*dispatch.Event
+	for _, sp := range ss.srcs {
+		n := min(len(sp.queue), max-len(out))
+		if n <= 0 {
+			continue
+		}
+		out = append(out, sp.queue[:n]...)
+		sp.handed = append(sp.handed, sp.queue[:n]...)
+		sp.queue = sp.queue[n:]
+		if len(sp.queue) == 0 {
+			sp.queue = nil
+		}
+	}
+	return out
+}
+
+// plan decides the next step of a subscription with nothing queued: start
+// reading a source it has no position in yet, catch up with a source's
+// reader, or wait (wait is true when it must poll for a reader that is
+// behind it). Called with the mutex held.
+func (ss *subState) plan() (job func() error, wait bool) {
+	e := ss.e
+	for node, src := range e.sources {
+		sp := ss.srcs[node]
+		if sp == nil {
+			return func() error { return ss.initSource(node, src) }, false
+		}
+		if sp.attached {
+			continue
+		}
+		switch {
+		case sp.readPos == src.pos:
+			sp.attached = true
+		case sp.readPos < src.pos:
+			from, to := sp.readPos+1, src.pos
+			return func() error { return ss.catchUp(node, src, from, to) }, false
+		default:
+			wait = true
+		}
+	}
+	return nil, wait
+}
+
+// initSource sets the subscription's position in a source log: where its
+// previous run stopped, else its committed cursor for this incarnation of
+// the log, else the first event at or after its start time.
+func (ss *subState) initSource(node string, src *source) error {
+	l := src.log
+	inc := l.Incarnation()
+	var pos uint64
+	var known bool
+	e := ss.e
+	e.mu.Lock()
+	if p := ss.prev; p != nil && p.srcs[node] != nil && p.srcs[node].inc == inc {
+		pos, known = p.cursor(node), true
+	}
+	e.mu.Unlock()
+	if c, ok := ss.sub.Cursors[node]; !known && ok && c.Incarnation == inc {
+		pos, known = c.Seq, true
+	}
+	if !known {
+		seq, err := l.SeqAtOrAfter(time.UnixMilli(ss.sub.StartMs))
+		if err != nil {
+			return err
+		}
+		pos = seq - 1
+	}
+	if first := l.FirstSeq(); pos+1 < first {
+		pos = first - 1 // trimmed (retention): counted as dropped when trimmed
+	}
+	if last := l.LastSeq(); pos > last {
+		pos = last
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if ss.srcs[node] == nil {
+		ss.srcs[node] = &subSrc{inc: inc, readPos: pos}
+	}
+	return nil
+}
+
+// catchUp reads events from..to of a source log itself and queues those
+// that match this subscription.
+func (ss *subState) catchUp(node string, src *source, from, to uint64) error {
+	e := ss.e
+	n := int(min(to-from+1, uint64(e.opts.ReadChunk)))
+	recs, err := src.log.Read(from, n)
+	if err != nil {
+		return err
+	}
+	inc := src.log.Incarnation()
+	var hits []match.Hit
+	var queued []*dispatch.Event
+	last := from - 1
+	for i := range recs {
+		if recs[i].Seq > to {
+			break
+		}
+		ev := toEvent(node, inc, &recs[i])
+		hits = ss.own.Match(ev, hits[:0])
+		for _, h := range hits {
+			if d := ss.deliverable(ev, h.Derived); d != nil {
+				queued = append(queued, d)
+			}
+		}
+		last = recs[i].Seq
+	}
+	if len(recs) == 0 {
+		last = to // nothing stored in the range any more
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	sp := ss.srcs[node]
+	if sp == nil || sp.attached || sp.readPos != from-1 {
+		return nil // moved on meanwhile (restart): drop this read
+	}
+	sp.queue = append(sp.queue, queued...)
+	sp.readPos = last
+	if sp.readPos == src.pos {
+		sp.attached = true
+	}
+	return nil
+}
+
+// Ack implements webhook.Source.
+func (ss *subState) Ack(evs []*dispatch.Event) {
+	ss.e.mu.Lock()
+	defer ss.e.mu.Unlock()
+	for _, ev := range evs {
+		sp := ss.srcs[ev.Node]
+		if sp != nil && len(sp.handed) > 0 && sp.handed[0] == ev {
+			sp.handed[0] = nil
+			sp.handed = sp.handed[1:]
+		}
+	}
+}
+
+// Delivered implements webhook.Observer.
+func (ss *subState) Delivered(_ string, n int, _ webhook.Result) {
+	ss.e.mu.Lock()
+	defer ss.e.mu.Unlock()
+	ss.posts++
+	ss.events += uint64(n)
+	ss.status = webhook.StateActive
+	ss.lastPostMs = time.Now().UnixMilli()
+	ss.failingSinceMs = 0
+}
+
+// Failed implements webhook.Observer.
+func (ss *subState) Failed(_ string, r webhook.Result, _ int) {
+	ss.e.mu.Lock()
+	defer ss.e.mu.Unlock()
+	now := time.Now().UnixMilli()
+	ss.errs++
+	ss.status = webhook.StateError
+	ss.lastError, ss.lastErrorMs = errorText(r), now
+	if ss.failingSinceMs == 0 {
+		ss.failingSinceMs = now
+	}
+}
+
+// Suspended implements webhook.Observer.
+func (ss *subState) Suspended(_ string, r webhook.Result) {
+	ss.e.mu.Lock()
+	defer ss.e.mu.Unlock()
+	ss.status = webhook.StateSuspended
+	ss.suspended = true
+	if r.Err != nil {
+		ss.lastError, ss.lastErrorMs = errorText(r), time.Now().UnixMilli()
+	}
+}
+
+// maxLastError bounds last-error.
+const maxLastError = 300
+
+func errorText(r webhook.Result) string {
+	s := "request failed"
+	if r.Err != nil {
+		s = r.Err.Error()
+	}
+	if r.BodySnippet != "" {
+		s += ": " + r.BodySnippet
+	}
+	if len(s) > maxLastError {
+		s = s[:maxLastError]
+	}
+	return s
+}

@@ -1,0 +1,381 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hookswitch/hookswitch/dispatch"
+	"github.com/hookswitch/hookswitch/dispatch/engine"
+	"github.com/hookswitch/hookswitch/dispatch/match"
+	"github.com/hookswitch/hookswitch/dispatch/webhook"
+	"github.com/hookswitch/hookswitch/fsm"
+	"github.com/hookswitch/hookswitch/httpapi"
+	"github.com/hookswitch/hookswitch/store"
+	"github.com/hookswitch/hookswitch/store/eventlog"
+)
+
+// pipeline is the event path of one node: the local event log, the
+// delivery engine, and the loops that feed the engine the subscriptions
+// this node sends, commit its reports and trim the log.
+type pipeline struct {
+	n      *Node
+	log    *slog.Logger
+	events *eventlog.Log
+	engine *engine.Engine
+	poster *webhook.Poster
+
+	stopEngine, stopLoops context.CancelFunc
+	engineWG, loopsWG     sync.WaitGroup
+
+	mu       sync.Mutex
+	inflight *fsm.NodeReport   // sent, not known to be committed: resent as is
+	dropped  map[string]uint64 // dropped-count deltas from trimming
+	lastSeq  uint64
+}
+
+func toPrefixes(nets []*net.IPNet) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(nets))
+	for _, n := range nets {
+		addr, ok := netip.AddrFromSlice(n.IP)
+		if !ok {
+			continue
+		}
+		ones, _ := n.Mask.Size()
+		out = append(out, netip.PrefixFrom(addr.Unmap(), ones))
+	}
+	return out
+}
+
+func newPipeline(n *Node, version string, logger *slog.Logger) (*pipeline, error) {
+	events, err := eventlog.Open(eventlog.Options{
+		Path:           filepath.Join(n.cfg.DataDir, store.EventsFile),
+		Retention:      n.cfg.Retention,
+		RetentionBytes: n.cfg.RetentionBytes,
+		Logger:         logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: open event log: %w", err)
+	}
+	poster := webhook.NewPoster(webhook.PosterOptions{
+		Version: version,
+		Guard:   webhook.NewGuard(toPrefixes(n.cfg.PostURLDeny), toPrefixes(n.cfg.PostURLAllow)),
+		Logger:  logger,
+	})
+	eng := engine.New(engine.Options{Poster: poster, Logger: logger, SuspendAfter: n.cfg.SuspendAfter})
+	eng.AddSource(n.id, events)
+	return &pipeline{
+		n: n, log: logger.With("component", "pipeline", "node", n.id),
+		events: events, engine: eng, poster: poster, dropped: map[string]uint64{},
+	}, nil
+}
+
+// start runs the engine and the pipeline's loops until stop.
+func (p *pipeline) start() {
+	ectx, ecancel := context.WithCancel(context.Background())
+	lctx, lcancel := context.WithCancel(context.Background())
+	p.stopEngine, p.stopLoops = ecancel, lcancel
+	p.engineWG.Add(1)
+	go func() { defer p.engineWG.Done(); p.engine.Run(ectx) }()
+	p.loopsWG.Add(3)
+	go func() { defer p.loopsWG.Done(); p.syncLoop(lctx) }()
+	go func() { defer p.loopsWG.Done(); p.reportLoop(lctx) }()
+	go func() { defer p.loopsWG.Done(); p.trimLoop(lctx) }()
+}
+
+// stop ends delivery (POSTs in flight run to their end), stops the loops,
+// commits a final report while raft still runs, and closes the event log.
+func (p *pipeline) stop() error {
+	p.stopEngine()
+	p.engineWG.Wait()
+	p.stopLoops()
+	p.loopsWG.Wait()
+	p.finalReport()
+	return p.events.Close()
+}
+
+// sends reports whether this node sends sub now.
+func (p *pipeline) sends(sub *fsm.Subscription, nowMs int64) bool {
+	switch {
+	case sub.Owner != p.n.id, sub.Paused, sub.Status == fsm.StatusSuspended:
+		return false
+	case sub.ExpiresMs != 0 && sub.ExpiresMs <= nowMs:
+		return false
+	}
+	return !p.n.cfg.Witness
+}
+
+// syncLoop keeps the engine's set of subscriptions equal to those the
+// replicated state says this node sends.
+func (p *pipeline) syncLoop(ctx context.Context) {
+	for {
+		changed := p.n.fsm.Changed()
+		p.engine.Sync(p.wanted())
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-time.After(p.n.cfg.ReportInterval):
+			// Expiry is a matter of time, not of a change.
+		}
+	}
+}
+
+func (p *pipeline) wanted() []engine.Sub {
+	nowMs := time.Now().UnixMilli()
+	var out []engine.Sub
+	p.n.fsm.Read(func(st *fsm.State) {
+		for _, s := range st.Subs {
+			if p.sends(s, nowMs) {
+				out = append(out, engineSub(s))
+			}
+		}
+	})
+	return out
+}
+
+func matchSub(s *fsm.Subscription) match.Sub {
+	m := match.Sub{ID: s.ID, Model: s.Model, Reseller: s.Reseller, Domain: s.Domain, User: s.User}
+	for _, f := range s.Filters {
+		m.Filters = append(m.Filters, match.Filter{Property: f.Property, Value: f.Value})
+	}
+	return m
+}
+
+func engineSub(s *fsm.Subscription) engine.Sub {
+	es := engine.Sub{
+		Match: matchSub(s),
+		Target: webhook.Target{
+			SubID: s.ID, URL: s.PostURL, Secret: s.Secret, Encoding: s.Encoding,
+			BatchMax: s.BatchMax, Timeout: time.Duration(s.TimeoutMs) * time.Millisecond,
+		},
+		Generation: s.Generation,
+		StartMs:    s.StartMs,
+		Cursors:    map[string]engine.Cursor{},
+	}
+	for node, c := range s.Cursors {
+		es.Cursors[node] = engine.Cursor{Node: c.Node, Incarnation: c.Incarnation, Seq: c.Seq}
+	}
+	if s.FailingSinceMs != 0 {
+		es.FailingSince = time.UnixMilli(s.FailingSinceMs)
+	}
+	return es
+}
+
+// reportLoop commits a node report every report-interval.
+func (p *pipeline) reportLoop(ctx context.Context) {
+	t := time.NewTicker(p.n.cfg.ReportInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			rctx, cancel := context.WithTimeout(ctx, p.n.cfg.ReportInterval*4)
+			if err := p.report(rctx); err != nil && ctx.Err() == nil {
+				p.log.Warn("node report not committed; it will be sent again", "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// finalReport commits what the last report did not carry, on shutdown.
+func (p *pipeline) finalReport() {
+	ctx, cancel := context.WithTimeout(context.Background(), finalReportTimeout)
+	defer cancel()
+	for i := 0; i < 2; i++ { // the in-flight one, then the last deltas
+		if err := p.report(ctx); err != nil {
+			p.log.Warn("final node report not committed", "err", err)
+			return
+		}
+	}
+}
+
+// finalReportTimeout bounds the report committed on shutdown.
+const finalReportTimeout = 5 * time.Second
+
+// report sends the in-flight report again, or builds a new one, and
+// commits it. A report keeps its sequence number until it is committed, so
+// a retry after a lost answer is applied once.
+func (p *pipeline) report(ctx context.Context) error {
+	p.mu.Lock()
+	r := p.inflight
+	if r == nil {
+		r = p.buildReport()
+		p.inflight = r
+	}
+	p.mu.Unlock()
+	res, err := p.n.Apply(ctx, r)
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.inflight = nil
+	p.mu.Unlock()
+	return nil
+}
+
+// buildReport gathers the engine's reports and the trim deltas. The
+// sequence number is above the last committed one and the previous one,
+// and otherwise the wall clock in microseconds, so it keeps increasing
+// across restarts. Called with p.mu held.
+func (p *pipeline) buildReport() *fsm.NodeReport {
+	var committed uint64
+	p.n.fsm.Read(func(st *fsm.State) {
+		if nd, ok := st.Nodes[p.n.id]; ok {
+			committed = nd.LastReportSeq
+		}
+	})
+	seq := max(committed+1, p.lastSeq+1, uint64(time.Now().UnixMicro()))
+	p.lastSeq = seq
+	r := &fsm.NodeReport{Node: p.n.id, Seq: seq, AtMs: time.Now().UnixMilli()}
+	for _, er := range p.engine.Report() {
+		sr := fsm.SubReport{
+			ID: er.ID, Generation: er.Generation, Status: string(er.Status),
+			Posts: er.Posts, Errors: er.Errors, Events: er.Events, Lag: er.Lag,
+			LastPostMs: er.LastPostMs, LastError: er.LastError, LastErrorMs: er.LastErrorMs,
+			FailingSinceMs: er.FailingSinceMs, Dropped: p.dropped[er.ID],
+		}
+		delete(p.dropped, er.ID)
+		for _, c := range er.Cursors {
+			sr.Cursors = append(sr.Cursors, fsm.Cursor{Node: c.Node, Incarnation: c.Incarnation, Seq: c.Seq})
+		}
+		r.Subs = append(r.Subs, sr)
+	}
+	for id, n := range p.dropped {
+		// Dropped events of subscriptions another node sends (or none).
+		r.Subs = append(r.Subs, fsm.SubReport{ID: id, Dropped: n})
+		delete(p.dropped, id)
+	}
+	return r
+}
+
+// trimInterval is how often the local log is trimmed.
+const trimInterval = 5 * time.Second
+
+// trimLoop deletes what every subscription has consumed from the local
+// log, and enforces retention, counting what it drops unread.
+func (p *pipeline) trimLoop(ctx context.Context) {
+	t := time.NewTicker(trimInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := p.trim(); err != nil {
+				p.log.Warn("trimming the event log failed", "err", err)
+			}
+		}
+	}
+}
+
+// trim keeps every event some subscription has not consumed per the
+// committed cursors (or, without a cursor, since its start time).
+func (p *pipeline) trim() error {
+	inc := p.events.Incarnation()
+	keepFrom := uint64(math.MaxUint64)
+	type pos struct {
+		seq uint64
+		m   match.Sub
+	}
+	var subs []pos
+	var starts []int64
+	p.n.fsm.Read(func(st *fsm.State) {
+		for _, s := range st.Subs {
+			if c, ok := s.Cursors[p.n.id]; ok && c.Incarnation == inc {
+				keepFrom = min(keepFrom, c.Seq+1)
+				subs = append(subs, pos{c.Seq, matchSub(s)})
+			} else {
+				starts = append(starts, s.StartMs)
+				subs = append(subs, pos{0, matchSub(s)})
+			}
+		}
+	})
+	for _, ms := range starts {
+		seq, err := p.events.SeqAtOrAfter(time.UnixMilli(ms))
+		if err != nil {
+			return err
+		}
+		keepFrom = min(keepFrom, seq)
+	}
+	if keepFrom == math.MaxUint64 {
+		keepFrom = p.events.LastSeq() + 1 // no subscription: nothing to keep
+	}
+	var ix *match.Index
+	var hits []match.Hit
+	cursor := map[string]uint64{}
+	_, err := p.events.Trim(keepFrom, func(recs []eventlog.Record) {
+		if ix == nil {
+			ix = match.NewIndex()
+			for _, s := range subs {
+				_ = ix.Upsert(s.m)
+				cursor[s.m.ID] = s.seq
+			}
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for i := range recs {
+			ev := &dispatch.Event{ID: dispatch.EventID(inc, recs[i].Seq), Node: p.n.id, Seq: recs[i].Seq,
+				IngestMs: recs[i].IngestMs, Model: recs[i].Model, Body: recs[i].Body}
+			hits = ix.Match(ev, hits[:0])
+			for _, h := range hits {
+				if recs[i].Seq > cursor[h.SubID] {
+					p.dropped[h.SubID]++
+				}
+			}
+		}
+	})
+	if err != nil && !errors.Is(err, eventlog.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// TestDelivery implements httpapi.Tester: one synthetic event, signed and
+// encoded like any other, posted now; the receiver's answer is returned.
+func (n *Node) TestDelivery(ctx context.Context, sub *fsm.Subscription) httpapi.TestResult {
+	model := sub.Model
+	if model == "*" {
+		model = "test"
+	}
+	body := []byte(`{"model":` + jsonString(model) + `,"test":"yes","message":"hookswitch test event"`)
+	for _, f := range [][2]string{{"reseller", sub.Reseller}, {"domain", sub.Domain}, {"user", sub.User}} {
+		if f[1] != "*" {
+			body = append(body, `,"`+f[0]+`":`+jsonString(f[1])...)
+		}
+	}
+	body = append(body, '}')
+	now := time.Now()
+	ev := &dispatch.Event{ID: "test-" + strconv.FormatInt(now.UnixNano(), 36), Node: n.id, IngestMs: now.UnixMilli(), Model: model, Body: body}
+	evs := []*dispatch.Event{ev}
+	es := engineSub(sub)
+	payloads, err := webhook.Encode(sub.Encoding, evs)
+	if err != nil {
+		return httpapi.TestResult{EventID: ev.ID, Error: err.Error()}
+	}
+	r := n.pipe.poster.Post(ctx, es.Target, webhook.BatchID(sub.ID, evs), payloads[0].Body, payloads[0].ContentType)
+	out := httpapi.TestResult{OK: r.OK(), Status: r.Status, DurationMs: r.Duration.Milliseconds(), Response: r.BodySnippet, EventID: ev.ID}
+	if r.Err != nil {
+		out.Error = r.Err.Error()
+	}
+	return out
+}
+
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
