@@ -102,6 +102,7 @@ func newAgentCmd() *cobra.Command {
 	f.Duration("retention", d.Retention, "event log age limit")
 	f.String("retention-bytes", "2GiB", "event log size limit (bytes, or with KiB/MiB/GiB)")
 	f.Duration("suspend-after", d.SuspendAfter, "continuous failure for this long: suspended")
+	f.Duration("trim-interval", d.TrimInterval, "how often the local event log is trimmed")
 	f.String("ingest-allow", node.DefaultAllowLoopback, "CIDRs that may ingest without a token")
 	f.String("ws-allow", node.DefaultAllowLoopback, "CIDRs that may open a websocket")
 	f.String("post-url-deny", "", "extra CIDRs a post-url may not resolve to (link-local and metadata are always denied unless allowed)")
@@ -198,6 +199,7 @@ func agentConfig(fs *pflag.FlagSet) (node.Config, error) {
 	cfg.RaftElectionTimeout = dur("raft-election-timeout")
 	cfg.Retention = dur("retention")
 	cfg.SuspendAfter = dur("suspend-after")
+	cfg.TrimInterval = dur("trim-interval")
 	cfg.TLSCert, cfg.TLSKey = str("tls-cert"), str("tls-key")
 	cfg.ClusterCA, cfg.JoinToken = str("cluster-ca"), str("join-token")
 	var err error
@@ -481,7 +483,43 @@ func newSubCmd(cf *clientFlags) *cobra.Command {
 			return cf.output(c, map[string]string{"secret": s}, func(w *tabwriter.Writer) { fmt.Fprintln(w, s) })
 		}}
 
-	cmd.AddCommand(create, list, get, update, del, pauser("pause", true), pauser("resume", false), secret)
+	test := &cobra.Command{Use: "test ID", Short: "Send one synthetic event to the post-url now and show the answer", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			r, err := cf.client().TestSub(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if err := cf.output(c, r, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "ok:\t%v\nstatus:\t%d\nduration:\t%d ms\nerror:\t%s\nresponse:\t%s\n", r.OK, r.Status, r.DurationMs, r.Error, r.Response)
+			}); err != nil {
+				return err
+			}
+			if !r.OK {
+				return fmt.Errorf("the receiver did not accept the test event")
+			}
+			return nil
+		}}
+
+	replay := &cobra.Command{Use: "replay ID --from TIME", Short: "Deliver again from the first events at or after TIME (RFC 3339, or a duration ago like 1h)", Args: cobra.ExactArgs(1)}
+	replay.Flags().String("from", "", "RFC 3339 time, or a duration ago (30m, 2h)")
+	replay.RunE = func(c *cobra.Command, args []string) error {
+		s, _ := c.Flags().GetString("from")
+		from, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			d, derr := time.ParseDuration(s)
+			if derr != nil || d < 0 {
+				return fmt.Errorf("--from %q: want an RFC 3339 time or a duration ago like 1h", s)
+			}
+			from = time.Now().Add(-d)
+		}
+		v, err := cf.client().ReplaySub(c.Context(), args[0], from)
+		if err != nil {
+			return err
+		}
+		return cf.output(c, v, func(w *tabwriter.Writer) { subDetail(w, v) })
+	}
+
+	cmd.AddCommand(create, list, get, update, del, pauser("pause", true), pauser("resume", false), secret, test, replay)
 	return cmd
 }
 

@@ -26,6 +26,8 @@ const (
 	// hashicorp/raft's own defaults for a LAN.
 	DefaultRaftHeartbeatTimeout = 1000 * time.Millisecond
 	DefaultRaftElectionTimeout  = 1000 * time.Millisecond
+	// DefaultTrimInterval is how often the local event log is trimmed.
+	DefaultTrimInterval = 5 * time.Second
 	// DefaultShutdownTimeout bounds a graceful stop.
 	DefaultShutdownTimeout = 15 * time.Second
 )
@@ -54,6 +56,7 @@ type Config struct {
 	Retention      time.Duration
 	RetentionBytes int64
 	SuspendAfter   time.Duration
+	TrimInterval   time.Duration
 
 	IngestAllow []*net.IPNet
 	WSAllow     []*net.IPNet
@@ -84,6 +87,7 @@ func Default() Config {
 		Retention:            DefaultRetention,
 		RetentionBytes:       DefaultRetentionBytes,
 		SuspendAfter:         DefaultSuspendAfter,
+		TrimInterval:         DefaultTrimInterval,
 		IngestAllow:          MustParseCIDRs(DefaultAllowLoopback),
 		WSAllow:              MustParseCIDRs(DefaultAllowLoopback),
 		ShutdownTimeout:      DefaultShutdownTimeout,
@@ -104,6 +108,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: report-interval must be positive", ErrConfig)
 	case c.Lease <= c.ReportInterval:
 		return fmt.Errorf("%w: lease (%s) must be longer than report-interval (%s)", ErrConfig, c.Lease, c.ReportInterval)
+	case c.TrimInterval <= 0:
+		return fmt.Errorf("%w: trim-interval must be positive", ErrConfig)
 	case c.StableAfter < 0:
 		return fmt.Errorf("%w: stable-after must not be negative", ErrConfig)
 	case c.Bootstrap && len(c.Join) > 0:

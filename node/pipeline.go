@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -263,13 +262,10 @@ func (p *pipeline) buildReport() *fsm.NodeReport {
 	return r
 }
 
-// trimInterval is how often the local log is trimmed.
-const trimInterval = 5 * time.Second
-
-// trimLoop deletes what every subscription has consumed from the local
-// log, and enforces retention, counting what it drops unread.
+// trimLoop enforces the local log's retention (age and size) and counts
+// the events it drops before a subscription consumed them.
 func (p *pipeline) trimLoop(ctx context.Context) {
-	t := time.NewTicker(trimInterval)
+	t := time.NewTicker(p.n.cfg.TrimInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -283,47 +279,53 @@ func (p *pipeline) trimLoop(ctx context.Context) {
 	}
 }
 
-// trim keeps every event some subscription has not consumed per the
-// committed cursors (or, without a cursor, since its start time).
+// trim applies retention. Events stay for the whole retention even once
+// every subscription has consumed them, so that replay and websocket
+// ?since= can serve them (docs/decisions.md); the committed cursors only
+// decide which dropped events are counted as dropped unread.
 func (p *pipeline) trim() error {
 	inc := p.events.Incarnation()
-	keepFrom := uint64(math.MaxUint64)
 	type pos struct {
-		seq uint64
-		m   match.Sub
+		seq     uint64 // consumed up to here
+		startMs int64  // no cursor yet: starts at this time
+		hasSeq  bool
+		m       match.Sub
 	}
 	var subs []pos
-	var starts []int64
 	p.n.fsm.Read(func(st *fsm.State) {
 		for _, s := range st.Subs {
-			if c, ok := s.Cursors[p.n.id]; ok && c.Incarnation == inc {
-				keepFrom = min(keepFrom, c.Seq+1)
-				subs = append(subs, pos{c.Seq, matchSub(s)})
-			} else {
-				starts = append(starts, s.StartMs)
-				subs = append(subs, pos{0, matchSub(s)})
-			}
+			c, ok := s.Cursors[p.n.id]
+			ok = ok && c.Incarnation == inc
+			subs = append(subs, pos{seq: c.Seq, hasSeq: ok, startMs: s.StartMs, m: matchSub(s)})
 		}
 	})
-	for _, ms := range starts {
-		seq, err := p.events.SeqAtOrAfter(time.UnixMilli(ms))
-		if err != nil {
-			return err
+	// Positions of subscriptions without a cursor (new ones, usually few),
+	// looked up once per start time.
+	startSeq := map[int64]uint64{}
+	for i := range subs {
+		s := &subs[i]
+		if s.hasSeq {
+			continue
 		}
-		keepFrom = min(keepFrom, seq)
-	}
-	if keepFrom == math.MaxUint64 {
-		keepFrom = p.events.LastSeq() + 1 // no subscription: nothing to keep
+		seq, ok := startSeq[s.startMs]
+		if !ok {
+			var err error
+			if seq, err = p.events.SeqAtOrAfter(time.UnixMilli(s.startMs)); err != nil {
+				return err
+			}
+			startSeq[s.startMs] = seq
+		}
+		s.seq = seq - 1
 	}
 	var ix *match.Index
 	var hits []match.Hit
-	cursor := map[string]uint64{}
-	_, err := p.events.Trim(keepFrom, func(recs []eventlog.Record) {
+	consumed := map[string]uint64{}
+	_, err := p.events.Trim(p.events.FirstSeq(), func(recs []eventlog.Record) {
 		if ix == nil {
 			ix = match.NewIndex()
 			for _, s := range subs {
 				_ = ix.Upsert(s.m)
-				cursor[s.m.ID] = s.seq
+				consumed[s.m.ID] = s.seq
 			}
 		}
 		p.mu.Lock()
@@ -333,7 +335,7 @@ func (p *pipeline) trim() error {
 				IngestMs: recs[i].IngestMs, Model: recs[i].Model, Body: recs[i].Body}
 			hits = ix.Match(ev, hits[:0])
 			for _, h := range hits {
-				if recs[i].Seq > cursor[h.SubID] {
+				if recs[i].Seq > consumed[h.SubID] {
 					p.dropped[h.SubID]++
 				}
 			}

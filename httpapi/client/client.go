@@ -207,3 +207,31 @@ func (c *Client) Cluster(ctx context.Context) (httpapi.ClusterView, error) {
 func (c *Client) Ready(ctx context.Context) error {
 	return c.Do(ctx, http.MethodGet, "/readyz", nil, nil)
 }
+
+// TestSub sends one synthetic event to the subscription's post-url now and
+// returns the receiver's answer.
+func (c *Client) TestSub(ctx context.Context, id string) (httpapi.TestResult, error) {
+	var v httpapi.TestResult
+	err := c.Do(ctx, http.MethodPost, subPath(id, "/test"), nil, &v)
+	return v, err
+}
+
+// ReplaySub rewinds a subscription to the first events at or after from.
+func (c *Client) ReplaySub(ctx context.Context, id string, from time.Time) (httpapi.SubView, error) {
+	var v httpapi.SubView
+	err := c.Do(ctx, http.MethodPost, subPath(id, "/replay"), httpapi.ReplayRequest{From: from.UTC().Format(time.RFC3339)}, &v)
+	return v, err
+}
+
+// IngestResult is the answer of POST /v1/events.
+type IngestResult struct {
+	Accepted int      `json:"accepted"`
+	EventIDs []string `json:"event-ids"`
+}
+
+// Ingest posts events (a JSON object or array of objects) to POST /v1/events.
+func (c *Client) Ingest(ctx context.Context, events any) (IngestResult, error) {
+	var v IngestResult
+	err := c.Do(ctx, http.MethodPost, "/v1/events", events, &v)
+	return v, err
+}
