@@ -112,10 +112,12 @@ func newAgentCmd() *cobra.Command {
 	f.String("cluster-ca", "", "CA for mutual TLS between nodes")
 	f.String("join-token", "", "shared secret a joining node must present")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := applyEnvAndFile(cmd.Flags()); err != nil {
+		// Only the agent's own flags are settings: the client flags of
+		// the root command are not read from env or file.
+		if err := applyEnvAndFile(cmd.LocalFlags()); err != nil {
 			return err
 		}
-		cfg, err := agentConfig(cmd.Flags())
+		cfg, err := agentConfig(cmd.LocalFlags())
 		if err != nil {
 			return err
 		}
@@ -133,9 +135,14 @@ func applyEnvAndFile(fs *pflag.FlagSet) error {
 		path = v
 	}
 	explicit := fs.Changed("config") || os.Getenv(envPrefix+"CONFIG") != ""
-	if _, err := toml.DecodeFile(path, &fileVals); err != nil {
-		if !errors.Is(err, os.ErrNotExist) || explicit {
-			return fmt.Errorf("config file %s: %w", path, err)
+	// --dev never picks up an installed node's config file by accident:
+	// only one named explicitly.
+	dev, _ := fs.GetBool("dev")
+	if explicit || !dev {
+		if _, err := toml.DecodeFile(path, &fileVals); err != nil {
+			if !errors.Is(err, os.ErrNotExist) || explicit {
+				return fmt.Errorf("config file %s: %w", path, err)
+			}
 		}
 	}
 	for key := range fileVals {
@@ -277,7 +284,7 @@ func runAgent(cmd *cobra.Command, cfg node.Config) error {
 func printDevBanner(w io.Writer, n *node.Node, cfg node.Config) {
 	tok, _ := os.ReadFile(filepath.Join(cfg.DataDir, node.RootTokenFile))
 	base := "http://" + n.HTTPAddr()
-	fmt.Fprintf(w, `hookswitch %s running in dev mode (single node %q, data in %s)
+	fmt.Fprintf(w, `hookswitch (version %s) running in dev mode (single node %q, data in %s)
   API:        %s/v1/subscriptions
   ingest:     %s/v1/events
   health:     %s/healthz   readiness: %s/readyz

@@ -49,6 +49,14 @@ func Apply(st *State, idx uint64, c Command) (Result, []Change) {
 		return applyNodeReport(st, c)
 	case *RewindSub:
 		return applyRewindSub(st, c)
+	case *SetHealth:
+		return applySetHealth(st, c)
+	case *SetDraining:
+		return applySetDraining(st, c)
+	case *RemoveNode:
+		return applyRemoveNode(st, c)
+	case *Reassign:
+		return applyReassign(st, c)
 	}
 	// Decode only produces the types above; reaching here is a programming
 	// error, not bad input.
@@ -143,12 +151,33 @@ func applyRevokeToken(st *State, c *RevokeToken) (Result, []Change) {
 
 func applyRegisterNode(st *State, c *RegisterNode) (Result, []Change) {
 	n := c.Node
-	if old, ok := st.Nodes[n.ID]; ok && old.JoinedMs != 0 {
-		n.JoinedMs = old.JoinedMs
+	if old, ok := st.Nodes[n.ID]; ok {
+		// Addresses change; what the cluster learned of the node stays.
+		if old.JoinedMs != 0 {
+			n.JoinedMs = old.JoinedMs
+		}
+		n.LastReportSeq, n.LastReportMs = old.LastReportSeq, old.LastReportMs
+		n.Health, n.UpSinceMs, n.Draining = old.Health, old.UpSinceMs, old.Draining
 	}
 	st.Nodes[n.ID] = &n
-	return Result{}, []Change{record(BucketNodes, n.ID, &n)}
+	changes := []Change{record(BucketNodes, n.ID, &n)}
+	if c.TokenHash != "" {
+		id := NodeTokenID(n.ID)
+		if old, ok := st.Tokens[id]; ok {
+			delete(st.tokenByHash, old.Hash)
+		}
+		if _, taken := st.tokenByHash[c.TokenHash]; !taken {
+			t := Token{ID: id, Name: "node " + n.ID, Role: RoleNode, Hash: c.TokenHash, CreatedMs: n.JoinedMs}
+			st.Tokens[id] = &t
+			st.tokenByHash[t.Hash] = id
+			changes = append(changes, record(BucketTokens, id, &t))
+		}
+	}
+	return Result{}, changes
 }
+
+// NodeTokenID is the id of a node's node-to-node token.
+func NodeTokenID(node string) string { return "node-" + node }
 
 func subChange(sub *Subscription) Change { return record(BucketSubs, sub.ID, sub) }
 

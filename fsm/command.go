@@ -26,6 +26,10 @@ const (
 	CmdRegisterNode CommandType = 7
 	CmdNodeReport   CommandType = 8
 	CmdRewindSub    CommandType = 9
+	CmdSetHealth    CommandType = 10
+	CmdSetDraining  CommandType = 11
+	CmdRemoveNode   CommandType = 12
+	CmdReassign     CommandType = 13
 )
 
 func (t CommandType) String() string {
@@ -48,6 +52,14 @@ func (t CommandType) String() string {
 		return "node-report"
 	case CmdRewindSub:
 		return "rewind-sub"
+	case CmdSetHealth:
+		return "set-health"
+	case CmdSetDraining:
+		return "set-draining"
+	case CmdRemoveNode:
+		return "remove-node"
+	case CmdReassign:
+		return "reassign"
 	}
 	return fmt.Sprintf("command-%d", uint8(t))
 }
@@ -102,9 +114,11 @@ type RevokeToken struct {
 	ID string `json:"id"`
 }
 
-// RegisterNode records a node's identity and addresses.
+// RegisterNode records a node's identity and addresses. TokenHash, when
+// set, is the hash of the node's node-to-node token, stored with it.
 type RegisterNode struct {
-	Node Node `json:"node"`
+	Node      Node   `json:"node"`
+	TokenHash string `json:"token-hash,omitempty"`
 }
 
 func (CreateSub) Type() CommandType    { return CmdCreateSub }
@@ -116,6 +130,10 @@ func (RevokeToken) Type() CommandType  { return CmdRevokeToken }
 func (RegisterNode) Type() CommandType { return CmdRegisterNode }
 func (NodeReport) Type() CommandType   { return CmdNodeReport }
 func (RewindSub) Type() CommandType    { return CmdRewindSub }
+func (SetHealth) Type() CommandType    { return CmdSetHealth }
+func (SetDraining) Type() CommandType  { return CmdSetDraining }
+func (RemoveNode) Type() CommandType   { return CmdRemoveNode }
+func (Reassign) Type() CommandType     { return CmdReassign }
 
 // Encode returns the log entry bytes for c: one type byte, then the JSON
 // payload.
@@ -168,6 +186,14 @@ func Decode(b []byte) (Command, error) {
 		c = &NodeReport{}
 	case CmdRewindSub:
 		c = &RewindSub{}
+	case CmdSetHealth:
+		c = &SetHealth{}
+	case CmdSetDraining:
+		c = &SetDraining{}
+	case CmdRemoveNode:
+		c = &RemoveNode{}
+	case CmdReassign:
+		c = &Reassign{}
 	default:
 		if b[0]&FlagSkippable != 0 {
 			return nil, fmt.Errorf("%w: type %d", ErrUnknownSkippable, uint8(t))

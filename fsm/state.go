@@ -126,7 +126,18 @@ type Node struct {
 	// report (a retried report with an old sequence number is ignored).
 	LastReportSeq uint64 `json:"last-report-seq,omitempty"`
 	LastReportMs  int64  `json:"last-report-ms,omitempty"`
+	// Health is decided by the leader's reconciler with the leader's
+	// clock: HealthUp since UpSinceMs, or HealthDown.
+	Health    string `json:"health,omitempty"`
+	UpSinceMs int64  `json:"up-since-ms,omitempty"`
+	Draining  bool   `json:"draining,omitempty"`
 }
+
+// Node health values.
+const (
+	HealthUp   = "up"
+	HealthDown = "down"
+)
 
 // State is the whole replicated state. It is not safe for concurrent use;
 // FSM guards it.

@@ -103,9 +103,9 @@ func TestPermissionMatrix(t *testing.T) {
 		// may narrow its own domain to any reseller.
 		{"super", "other reseller", fields{"reseller": "R2"}, ok("R2", "*", "*")},
 		{"reseller", "other reseller", fields{"reseller": "R2"}, no("reseller")},
-		{"domain", "other reseller", fields{"reseller": "R2"}, ok("R2", "D1", "*")},
+		{"domain", "other reseller", fields{"reseller": "R2"}, no("reseller")},
 		{"domain@R1", "other reseller", fields{"reseller": "R2"}, no("reseller")},
-		{"user", "other reseller", fields{"reseller": "R2"}, ok("R2", "D1", "U1")},
+		{"user", "other reseller", fields{"reseller": "R2"}, no("reseller")},
 
 		// Another domain.
 		{"super", "other domain", fields{"domain": "D2"}, ok("*", "D2", "*")},

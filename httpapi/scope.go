@@ -119,8 +119,8 @@ func (p Principal) scopeError(s *fsm.SubSpec) (field, msg string) {
 		if s.Domain != p.Domain {
 			return "domain", "outside this token's domain"
 		}
-		if p.Reseller != "" && s.Reseller != Wildcard && s.Reseller != p.Reseller {
-			return "reseller", "outside this token's reseller"
+		if field, msg := p.resellerError(s); msg != "" {
+			return field, msg
 		}
 	case fsm.RoleUser:
 		if s.Domain != p.Domain {
@@ -129,15 +129,48 @@ func (p Principal) scopeError(s *fsm.SubSpec) (field, msg string) {
 		if s.User != p.User {
 			return "user", "outside this token's user"
 		}
-		if p.Reseller != "" && s.Reseller != Wildcard && s.Reseller != p.Reseller {
-			return "reseller", "outside this token's reseller"
+		if field, msg := p.resellerError(s); msg != "" {
+			return field, msg
 		}
 	}
 	return "", ""
 }
 
+// resellerError checks the reseller of a domain or user token's
+// subscription: "*" (its domain bounds it), or the token's own reseller. A
+// token bound to no reseller may not name one: that would make its
+// subscription visible to that reseller's tokens.
+func (p Principal) resellerError(s *fsm.SubSpec) (field, msg string) {
+	if s.Reseller == Wildcard || s.Reseller == p.Reseller {
+		return "", ""
+	}
+	return "reseller", "outside this token's reseller"
+}
+
+// updateScopeError is scopeError for a change of cur into next: a reseller
+// that a visible subscription already names may stay.
+func (p Principal) updateScopeError(cur, next *fsm.SubSpec) (field, msg string) {
+	if next.Reseller == cur.Reseller && p.canSee(cur) {
+		c := *next
+		c.Reseller = Wildcard
+		if p.Reseller != "" {
+			c.Reseller = p.Reseller
+		}
+		next = &c
+	}
+	return p.scopeError(next)
+}
+
 // canSee reports whether the principal may see an existing subscription.
+// A domain or user token bound to no reseller sees its domain's
+// subscriptions whatever reseller they name (it may change them only into
+// reseller "*").
 func (p Principal) canSee(s *fsm.SubSpec) bool {
+	if (p.Role == fsm.RoleDomain || p.Role == fsm.RoleUser) && p.Reseller == "" && s.Reseller != Wildcard {
+		c := *s
+		c.Reseller = Wildcard
+		s = &c
+	}
 	_, msg := p.scopeError(s)
 	return msg == ""
 }

@@ -47,7 +47,7 @@ func TestScopeError(t *testing.T) {
 		{pReseller, "call r1 D1 *", "reseller", false}, // exact match
 
 		{pDomain, "call * D1 *", "", true},
-		{pDomain, "call R7 D1 U1", "", true}, // unbound reseller: any narrowing is inside
+		{pDomain, "call R7 D1 U1", "reseller", false}, // unbound: may not name a reseller (seen, though)
 		{pDomain, "call * D2 *", "domain", false},
 		{pDomain, "call * * *", "domain", false},
 		{pDomain, "* * D1 *", "model", false},
@@ -61,7 +61,7 @@ func TestScopeError(t *testing.T) {
 		{pDomainR, "call R1 * *", "domain", false},
 
 		{pUser, "call * D1 U1", "", true},
-		{pUser, "call R3 D1 U1", "", true},
+		{pUser, "call R3 D1 U1", "reseller", false},
 		{pUser, "call * D1 *", "user", false},
 		{pUser, "call * D1 U2", "user", false},
 		{pUser, "call * D2 U1", "domain", false},
@@ -82,8 +82,11 @@ func TestScopeError(t *testing.T) {
 		if ok := msg == ""; ok != tt.ok || field != tt.field {
 			t.Errorf("%+v scopeError(%s) = (%q, %q), want field %q ok=%v", tt.p, tt.spec, field, msg, tt.field, tt.ok)
 		}
-		if got := tt.p.canSee(spec(tt.spec)); got != tt.ok {
-			t.Errorf("%+v canSee(%s) = %v, want %v", tt.p, tt.spec, got, tt.ok)
+		// A domain or user token bound to no reseller sees its domain's
+		// subscriptions whatever reseller they name.
+		wantSee := tt.ok || (tt.field == "reseller" && tt.p.Reseller == "")
+		if got := tt.p.canSee(spec(tt.spec)); got != wantSee {
+			t.Errorf("%+v canSee(%s) = %v, want %v", tt.p, tt.spec, got, wantSee)
 		}
 	}
 }

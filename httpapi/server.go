@@ -46,6 +46,22 @@ type Internal interface {
 	ApplyEncoded(ctx context.Context, data []byte) (fsm.Result, error)
 	// Cluster describes the cluster for GET /v1/cluster.
 	Cluster() ClusterView
+	// Join adds a node; presented is the request's bearer secret (the
+	// join token), superUser whether it was a super token.
+	Join(ctx context.Context, req JoinRequest, presented string, superUser bool) error
+	// RemoveNode removes a node from the cluster.
+	RemoveNode(ctx context.Context, id string) error
+	// Leave makes this node drain, leave the cluster and stop.
+	Leave(ctx context.Context) error
+}
+
+// JoinRequest is the body of POST /v1/cluster/join.
+type JoinRequest struct {
+	ID        string `json:"id"`
+	RaftAddr  string `json:"raft-addr"`
+	HTTPAddr  string `json:"http-addr"`
+	Witness   bool   `json:"witness,omitempty"`
+	TokenHash string `json:"token-hash"`
 }
 
 // ErrNotLeader is returned by Internal.ApplyEncoded on a follower.
@@ -64,9 +80,9 @@ type Config struct {
 
 // Server is hookswitch's HTTP API on echo.
 type Server struct {
-	e   *echo.Echo
-	b   Backend
-	in  Internal
+	e      *echo.Echo
+	b      Backend
+	in     Internal
 	cfg    Config
 	log    *slog.Logger
 	tester Tester
@@ -112,6 +128,12 @@ func New(cfg Config, b Backend, in Internal) *Server {
 	super.GET("/tokens", s.listTokens, superMW...)
 	super.DELETE("/tokens/:id", s.revokeToken, superMW...)
 	super.GET("/cluster", s.cluster, superMW...)
+	super.POST("/cluster/leave", s.leave, superMW...)
+	super.POST("/cluster/nodes/:id/drain", s.drain(true), superMW...)
+	super.POST("/cluster/nodes/:id/undrain", s.drain(false), superMW...)
+	super.DELETE("/cluster/nodes/:id", s.removeNode, slices.Concat(admin, []echo.MiddlewareFunc{s.require(func(p Principal) bool { return isSuper(p) || isNode(p) })})...)
+	// Join is authenticated by the join token, which is no API token.
+	super.POST("/cluster/join", s.join, middleware.BodyLimit(MaxAdminBody))
 
 	internal := s.e.Group("/internal/v1")
 	internal.POST("/apply", s.internalApply, s.authenticate, s.require(isNode))
@@ -331,8 +353,4 @@ type NodeView struct {
 	Draining  bool   `json:"draining"`
 	Witness   bool   `json:"witness"`
 	ActiveSub int    `json:"active-subscriptions"`
-}
-
-func (s *Server) cluster(c echo.Context) error {
-	return c.JSON(http.StatusOK, s.in.Cluster())
 }

@@ -207,7 +207,7 @@ func (s *Server) updateSub(c echo.Context, merge bool) error {
 		if fe := normalize(&spec, cmd.AtMs, false); fe != nil {
 			return failField(c, http.StatusBadRequest, fe)
 		}
-		if field, msg := p.scopeError(&spec); msg != "" {
+		if field, msg := p.updateScopeError(&cur.SubSpec, &spec); msg != "" {
 			return fail(c, http.StatusForbidden, field, msg)
 		}
 		cmd.Spec = spec

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -54,6 +55,7 @@ func (n *Node) leaderDuties(ctx context.Context) {
 	if err := n.ensureSelf(ctx); err != nil && ctx.Err() == nil {
 		n.log.Error("could not register this node", "err", err)
 	}
+	newReconciler(n).run(ctx)
 }
 
 // ensureSelf commits this node's registration, its node token and (after
@@ -77,15 +79,8 @@ func (n *Node) ensureSelf(ctx context.Context) error {
 		}
 	})
 	now := time.Now().UnixMilli()
-	if me == nil || me.HTTPAddr != n.advHTTP || me.RaftAddr != n.advRaft || me.Witness != n.cfg.Witness {
-		nd := fsm.Node{ID: n.id, RaftAddr: n.advRaft, HTTPAddr: n.advHTTP, Witness: n.cfg.Witness, JoinedMs: now}
-		if err := n.applyChecked(ctx, &fsm.RegisterNode{Node: nd}); err != nil {
-			return err
-		}
-	}
-	if !nodeTok {
-		t := fsm.Token{ID: "node-" + n.id, Name: "node " + n.id, Role: fsm.RoleNode, Hash: httpapi.HashToken(n.nodeToken), CreatedMs: now}
-		if err := n.applyChecked(ctx, &fsm.CreateToken{Token: t}); err != nil {
+	if me == nil || me.HTTPAddr != n.advHTTP || me.RaftAddr != n.advRaft || me.Witness != n.cfg.Witness || !nodeTok {
+		if err := n.applyChecked(ctx, n.registration(now)); err != nil {
 			return err
 		}
 	}
@@ -95,7 +90,7 @@ func (n *Node) ensureSelf(ctx context.Context) error {
 	if !hasRoot && !hasSuper {
 		b, err := os.ReadFile(filepath.Join(n.cfg.DataDir, RootTokenFile))
 		if err == nil {
-			t := fsm.Token{ID: RootTokenID, Name: "root (bootstrap)", Role: fsm.RoleSuper, Hash: httpapi.HashToken(trim(b)), CreatedMs: now}
+			t := fsm.Token{ID: RootTokenID, Name: "root (bootstrap)", Role: fsm.RoleSuper, Hash: httpapi.HashToken(strings.TrimSpace(string(b))), CreatedMs: now}
 			if err := n.applyChecked(ctx, &fsm.CreateToken{Token: t}); err != nil {
 				return err
 			}
@@ -105,11 +100,13 @@ func (n *Node) ensureSelf(ctx context.Context) error {
 	return nil
 }
 
-func trim(b []byte) string {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
+// registration is the command that registers this node with its current
+// addresses and node token.
+func (n *Node) registration(nowMs int64) *fsm.RegisterNode {
+	return &fsm.RegisterNode{
+		Node:      fsm.Node{ID: n.id, RaftAddr: n.advRaft, HTTPAddr: n.advHTTP, Witness: n.cfg.Witness, JoinedMs: nowMs},
+		TokenHash: httpapi.HashToken(n.nodeToken),
 	}
-	return string(b)
 }
 
 func (n *Node) applyChecked(ctx context.Context, c fsm.Command) error {

@@ -70,6 +70,9 @@ type Node struct {
 	// this node did not bootstrap the cluster now).
 	RootToken string
 
+	left      chan struct{}
+	leaveOnce sync.Once
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -93,7 +96,7 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, id: id, log: logger.With("component", "node", "node", id)}
+	n := &Node{cfg: cfg, id: id, log: logger.With("component", "node", "node", id), left: make(chan struct{})}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -150,6 +153,13 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 		n.leaderLoop()
 	}()
 	n.pipe.start()
+	if len(cfg.Join) > 0 {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.joinLoop() }()
+	}
+	if cfg.JoinToken == "" && !cfg.Dev {
+		n.log.Warn("no join-token is set: anyone who reaches the HTTP port can join this cluster")
+	}
 	ok = true
 	n.log.Info("node started", "http", n.advHTTP, "raft", n.advRaft, "data-dir", cfg.DataDir)
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)

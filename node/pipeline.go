@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hookswitch/hookswitch/dispatch"
@@ -36,9 +37,15 @@ type pipeline struct {
 	stopEngine, stopLoops context.CancelFunc
 	engineWG, loopsWG     sync.WaitGroup
 
+	// leaseFrom is when the last committed report was sent (unix ns, local
+	// clock): this node sends only while it is less than lease ago.
+	leaseFrom atomic.Int64
+	fenced    atomic.Bool
+
 	mu       sync.Mutex
 	inflight *fsm.NodeReport   // sent, not known to be committed: resent as is
 	dropped  map[string]uint64 // dropped-count deltas from trimming
+	renewed  chan struct{}     // closed when a report commits
 	lastSeq  uint64
 }
 
@@ -75,6 +82,7 @@ func newPipeline(n *Node, version string, logger *slog.Logger) (*pipeline, error
 	return &pipeline{
 		n: n, log: logger.With("component", "pipeline", "node", n.id),
 		events: events, engine: eng, poster: poster, dropped: map[string]uint64{},
+		renewed: make(chan struct{}),
 	}, nil
 }
 
@@ -114,23 +122,52 @@ func (p *pipeline) sends(sub *fsm.Subscription, nowMs int64) bool {
 }
 
 // syncLoop keeps the engine's set of subscriptions equal to those the
-// replicated state says this node sends.
+// replicated state says this node sends, and fences the node: when its last
+// committed report is lease old, it sends nothing until the next one
+// commits (by then the leader may have given its subscriptions away).
 func (p *pipeline) syncLoop(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
 	for {
 		changed := p.n.fsm.Changed()
-		p.engine.Sync(p.wanted())
+		want, leaseLeft := p.wanted()
+		p.engine.Sync(want)
+		wait := p.n.cfg.ReportInterval // expiry is a matter of time, not of a change
+		if leaseLeft > 0 && leaseLeft < wait {
+			wait = leaseLeft
+		}
+		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return
 		case <-changed:
-		case <-time.After(p.n.cfg.ReportInterval):
-			// Expiry is a matter of time, not of a change.
+		case <-p.leaseRenewed():
+		case <-t.C:
 		}
 	}
 }
 
-func (p *pipeline) wanted() []engine.Sub {
-	nowMs := time.Now().UnixMilli()
+// leaseRenewed returns a channel closed when the next report commits.
+func (p *pipeline) leaseRenewed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.renewed
+}
+
+// wanted returns what this node sends now and how long its lease lasts.
+func (p *pipeline) wanted() ([]engine.Sub, time.Duration) {
+	now := time.Now()
+	left := p.n.cfg.Lease - now.Sub(time.Unix(0, p.leaseFrom.Load()))
+	if left <= 0 {
+		if !p.fenced.Swap(true) {
+			p.log.Warn("lease expired: not sending until a report commits", "lease", p.n.cfg.Lease)
+		}
+		return nil, 0
+	}
+	if p.fenced.Swap(false) {
+		p.log.Info("lease renewed: sending again")
+	}
+	nowMs := now.UnixMilli()
 	var out []engine.Sub
 	p.n.fsm.Read(func(st *fsm.State) {
 		for _, s := range st.Subs {
@@ -139,7 +176,7 @@ func (p *pipeline) wanted() []engine.Sub {
 			}
 		}
 	})
-	return out
+	return out, left
 }
 
 func matchSub(s *fsm.Subscription) match.Sub {
@@ -214,6 +251,7 @@ func (p *pipeline) report(ctx context.Context) error {
 		p.inflight = r
 	}
 	p.mu.Unlock()
+	sent := time.Now()
 	res, err := p.n.Apply(ctx, r)
 	if err == nil {
 		err = res.Err
@@ -221,8 +259,11 @@ func (p *pipeline) report(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	p.leaseFrom.Store(sent.UnixNano())
 	p.mu.Lock()
 	p.inflight = nil
+	close(p.renewed)
+	p.renewed = make(chan struct{})
 	p.mu.Unlock()
 	return nil
 }

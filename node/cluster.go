@@ -1,0 +1,238 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/hookswitch/hookswitch/fsm"
+	"github.com/hookswitch/hookswitch/httpapi"
+)
+
+// Timings of membership changes.
+const (
+	joinRetryMin       = 500 * time.Millisecond
+	joinRetryMax       = 10 * time.Second
+	raftChangeTimeout  = 10 * time.Second
+	leaveDrainTimeout  = 30 * time.Second
+	leaveDrainPoll     = 100 * time.Millisecond
+	clusterCallTimeout = 15 * time.Second
+)
+
+// ErrJoinRefused is returned to a node that presented no valid join secret.
+var ErrJoinRefused = errors.New("join refused: wrong or missing join token")
+
+// joinLoop asks the members in cfg.Join, in turn, to add this node, with
+// backoff, until one answers yes or the node stops.
+func (n *Node) joinLoop() {
+	backoff := joinRetryMin
+	req := n.joinRequest()
+	for attempt := 0; ; attempt++ {
+		member := strings.TrimSpace(n.cfg.Join[attempt%len(n.cfg.Join)])
+		ctx, cancel := context.WithTimeout(n.ctx, clusterCallTimeout)
+		err := n.postCluster(ctx, member, "/v1/cluster/join", n.cfg.JoinToken, req)
+		cancel()
+		if err == nil {
+			n.log.Info("joined the cluster", "via", member)
+			return
+		}
+		n.log.Warn("join attempt failed; retrying", "member", member, "err", err, "in", backoff)
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, joinRetryMax)
+	}
+}
+
+func (n *Node) joinRequest() httpapi.JoinRequest {
+	return httpapi.JoinRequest{
+		ID: n.id, RaftAddr: n.advRaft, HTTPAddr: n.advHTTP, Witness: n.cfg.Witness,
+		TokenHash: httpapi.HashToken(n.nodeToken),
+	}
+}
+
+// postCluster POSTs a JSON body to another node with a bearer token.
+func (n *Node) postCluster(ctx context.Context, addr, path, token string, body any) error {
+	return n.callCluster(ctx, http.MethodPost, addr, path, token, body)
+}
+
+func (n *Node) callCluster(ctx context.Context, method, addr, path, token string, body any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	if !strings.Contains(addr, "://") {
+		scheme := "http"
+		if n.cfg.TLSCert != "" {
+			scheme = "https"
+		}
+		addr = scheme + "://" + addr
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(addr, "/")+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := n.forwarder.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(msg)))
+	}
+	return nil
+}
+
+// Join implements httpapi.Internal: add a node to the cluster. presented is
+// the bearer secret of the request; superUser says it was a super token.
+// On a follower the request is forwarded to the leader.
+func (n *Node) Join(ctx context.Context, req httpapi.JoinRequest, presented string, superUser bool) error {
+	if !superUser && n.cfg.JoinToken != "" && subtle.ConstantTimeCompare([]byte(presented), []byte(n.cfg.JoinToken)) != 1 {
+		return ErrJoinRefused
+	}
+	if n.raft.State() != raft.Leader {
+		addr, err := n.leaderHTTP()
+		if err != nil {
+			return err
+		}
+		return n.postCluster(ctx, addr, "/v1/cluster/join", presented, req)
+	}
+	cf := n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return err
+	}
+	member := false
+	for _, s := range cf.Configuration().Servers {
+		sameID, sameAddr := string(s.ID) == req.ID, string(s.Address) == req.RaftAddr
+		switch {
+		case sameID && sameAddr:
+			member = true
+		case sameID || sameAddr:
+			// A stale entry (the node came back with another address, or
+			// another node took this address): replace it.
+			if err := n.raft.RemoveServer(s.ID, 0, raftChangeTimeout).Error(); err != nil {
+				return fmt.Errorf("remove stale member %s: %w", s.ID, err)
+			}
+		}
+	}
+	if !member {
+		if err := n.raft.AddVoter(raft.ServerID(req.ID), raft.ServerAddress(req.RaftAddr), 0, raftChangeTimeout).Error(); err != nil {
+			return fmt.Errorf("add voter %s: %w", req.ID, err)
+		}
+	}
+	reg := &fsm.RegisterNode{
+		Node:      fsm.Node{ID: req.ID, RaftAddr: req.RaftAddr, HTTPAddr: req.HTTPAddr, Witness: req.Witness, JoinedMs: time.Now().UnixMilli()},
+		TokenHash: req.TokenHash,
+	}
+	if err := n.applyChecked(ctx, reg); err != nil {
+		return err
+	}
+	n.log.Info("node joined", "joined", req.ID, "raft", req.RaftAddr, "http", req.HTTPAddr, "witness", req.Witness)
+	return nil
+}
+
+func (n *Node) leaderHTTP() (string, error) {
+	_, id := n.raft.LeaderWithID()
+	if id == "" {
+		return "", errors.New("no leader now; try again")
+	}
+	var addr string
+	n.fsm.Read(func(st *fsm.State) {
+		if nd, ok := st.Nodes[string(id)]; ok {
+			addr = nd.HTTPAddr
+		}
+	})
+	if addr == "" {
+		return "", fmt.Errorf("leader %s has no known HTTP address yet", id)
+	}
+	return addr, nil
+}
+
+// RemoveNode implements httpapi.Internal: remove a node from raft and the
+// state (its subscriptions are reassigned by the reconciler).
+func (n *Node) RemoveNode(ctx context.Context, id string) error {
+	if n.raft.State() != raft.Leader {
+		addr, err := n.leaderHTTP()
+		if err != nil {
+			return err
+		}
+		return n.callCluster(ctx, http.MethodDelete, addr, "/v1/cluster/nodes/"+id, n.nodeToken, nil)
+	}
+	if id == n.id {
+		// The leader removing itself hands leadership over first.
+		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			return fmt.Errorf("leadership transfer before removing myself: %w", err)
+		}
+		return n.RemoveNode(ctx, id)
+	}
+	var known bool
+	n.fsm.Read(func(st *fsm.State) { _, known = st.Nodes[id] })
+	if err := n.raft.RemoveServer(raft.ServerID(id), 0, raftChangeTimeout).Error(); err != nil {
+		return fmt.Errorf("remove %s from raft: %w", id, err)
+	}
+	if known {
+		if err := n.applyChecked(ctx, &fsm.RemoveNode{Node: id}); err != nil && !errors.Is(err, fsm.ErrNotFound) {
+			return err
+		}
+	}
+	n.log.Info("node removed", "removed", id)
+	return nil
+}
+
+// Leave implements httpapi.Internal: this node drains (its subscriptions
+// move to others), removes itself from the cluster, and then stops (Done
+// is closed).
+func (n *Node) Leave(ctx context.Context) error {
+	if err := n.applyChecked(ctx, &fsm.SetDraining{Node: n.id, Draining: true}); err != nil {
+		return fmt.Errorf("drain: %w", err)
+	}
+	deadline := time.Now().Add(leaveDrainTimeout)
+	for time.Now().Before(deadline) && n.owned() > 0 && n.voters() > 1 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(leaveDrainPoll):
+		}
+	}
+	if err := n.RemoveNode(ctx, n.id); err != nil {
+		return err
+	}
+	n.leaveOnce.Do(func() { close(n.left) })
+	return nil
+}
+
+// owned counts the subscriptions assigned to this node.
+func (n *Node) owned() int {
+	c := 0
+	n.fsm.Read(func(st *fsm.State) {
+		for _, s := range st.Subs {
+			if s.Owner == n.id {
+				c++
+			}
+		}
+	})
+	return c
+}
+
+// Left is closed when this node has left the cluster and should stop.
+func (n *Node) Left() <-chan struct{} { return n.left }

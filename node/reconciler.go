@@ -1,0 +1,147 @@
+package node
+
+import (
+	"context"
+	"time"
+
+	"github.com/hookswitch/hookswitch/fsm"
+)
+
+// maxMovesPerEntry bounds the moves of one Reassign entry.
+const maxMovesPerEntry = 500
+
+// reconciler is the leader's loop: it decides node health from committed
+// reports (with this leader's clock) and commits reassignments by the
+// assignment rule, and removes expired subscriptions. It runs only while
+// this node leads, after a Barrier.
+type reconciler struct {
+	n *Node
+	// lastSeq and seenAt: the last report sequence number of each node
+	// and when this leader saw it change.
+	lastSeq map[string]uint64
+	seenAt  map[string]time.Time
+}
+
+func newReconciler(n *Node) *reconciler {
+	return &reconciler{n: n, lastSeq: map[string]uint64{}, seenAt: map[string]time.Time{}}
+}
+
+// tick is how often the reconciler looks: twice per report interval, so a
+// node is marked down at most half an interval after down-after.
+func (r *reconciler) tick() time.Duration { return r.n.cfg.ReportInterval / 2 }
+
+func (r *reconciler) run(ctx context.Context) {
+	t := time.NewTicker(r.tick())
+	defer t.Stop()
+	for {
+		if err := r.step(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			r.n.log.Warn("reconciler step failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-r.n.fsm.Changed():
+		}
+	}
+}
+
+// step runs one round: health first, then assignment, then expiry.
+func (r *reconciler) step(ctx context.Context, now time.Time) error {
+	var health []fsm.Command
+	var nodes []fsm.Candidate
+	var moves []fsm.Move
+	var expired []string
+	nowMs := now.UnixMilli()
+	cfg := r.n.cfg
+	r.n.fsm.Read(func(st *fsm.State) {
+		for _, nd := range st.SortedNodes() {
+			seen, known := r.seenAt[nd.ID]
+			newReport := known && nd.LastReportSeq != r.lastSeq[nd.ID]
+			if !known || newReport {
+				// A new leader gives every node a full down-after from now.
+				r.lastSeq[nd.ID], r.seenAt[nd.ID] = nd.LastReportSeq, now
+				seen = now
+			}
+			reported := nd.LastReportSeq != 0
+			up := reported && now.Sub(seen) < cfg.DownAfter
+			switch {
+			case up && nd.Health != fsm.HealthUp && (newReport || nd.Health == ""):
+				// Up on its first report, and up again on its next one.
+				health = append(health, &fsm.SetHealth{Node: nd.ID, Up: true, AtMs: nowMs})
+			case !up && reported && nd.Health != fsm.HealthDown:
+				health = append(health, &fsm.SetHealth{Node: nd.ID, Up: false, AtMs: nowMs})
+			}
+			isUp := nd.Health == fsm.HealthUp && up
+			nodes = append(nodes, fsm.Candidate{
+				ID: nd.ID, Up: isUp, Draining: nd.Draining, Witness: nd.Witness,
+				Stable: isUp && nowMs-nd.UpSinceMs >= cfg.StableAfter.Milliseconds(),
+			})
+		}
+		moves, expired = plan(st, nodes, nowMs)
+	})
+	for _, c := range health {
+		if err := r.n.applyChecked(ctx, c); err != nil {
+			return err
+		}
+	}
+	if len(health) > 0 {
+		// Assignment is decided on the state with the new health.
+		return nil
+	}
+	for len(moves) > 0 {
+		n := min(len(moves), maxMovesPerEntry)
+		res, err := r.n.Apply(ctx, &fsm.Reassign{Moves: moves[:n], AtMs: nowMs})
+		if err != nil {
+			return err
+		}
+		if res.Err == nil {
+			r.n.log.Info("reassigned subscriptions", "moves", n)
+		}
+		moves = moves[n:]
+	}
+	for _, id := range expired {
+		if err := r.n.applyChecked(ctx, &fsm.DeleteSub{ID: id}); err != nil {
+			return err
+		}
+		r.n.log.Info("removed an expired subscription", "sub", id)
+	}
+	return nil
+}
+
+// plan returns the reassignments the assignment rule asks for, and the
+// expired subscriptions.
+func plan(st *fsm.State, nodes []fsm.Candidate, nowMs int64) ([]fsm.Move, []string) {
+	active := map[string]int{}
+	for _, s := range st.Subs {
+		if !s.Paused {
+			active[s.Owner]++
+		}
+	}
+	subs := st.SortedSubs()
+	var moves []fsm.Move
+	var expired []string
+	for _, s := range subs {
+		if s.ExpiresMs != 0 && s.ExpiresMs <= nowMs {
+			expired = append(expired, s.ID)
+			continue
+		}
+		want := s.HomeNode // geo "no": pinned to its home node
+		if s.GeoSupport != "no" {
+			if !s.Paused {
+				active[s.Owner]--
+			}
+			want = fsm.Assign(s.ID, s.PreferredServer, s.Owner, nodes, active)
+			if want == "" {
+				want = s.Owner // nobody can send it: leave it where it is
+			}
+			if !s.Paused {
+				active[want]++
+			}
+		}
+		if want != s.Owner {
+			moves = append(moves, fsm.Move{Sub: s.ID, Generation: s.Generation, Owner: want})
+		}
+	}
+	return moves, expired
+}
