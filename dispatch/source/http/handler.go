@@ -156,6 +156,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, &reqError{status: status, msg: msg, index: -1})
 		return
 	}
+	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		h.fail(w, &reqError{status: http.StatusUnsupportedMediaType, index: -1,
+			msg: fmt.Sprintf("Content-Encoding %q is not supported: send the body uncompressed", truncate(ce))})
+		return
+	}
 	ct := r.Header.Get("Content-Type")
 	kind := classify(ct)
 	if kind == kindUnsupported {
@@ -167,9 +172,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	src := r.Body
+	if src == nil { // only a hand-made request; servers always set Body
+		src = http.NoBody
+	}
 	bufp := h.bufs.Get().(*[]byte)
 	defer h.bufs.Put(bufp)
-	body, err := readBody(http.MaxBytesReader(w, r.Body, MaxBodyBytes), (*bufp)[:0], r.ContentLength)
+	body, err := readBody(http.MaxBytesReader(w, src, MaxBodyBytes), (*bufp)[:0], r.ContentLength)
 	*bufp = body[:0] // keep the grown buffer
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
@@ -185,7 +194,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	entp := h.entries.Get().(*[]eventlog.Entry)
 	defer h.putEntries(entp)
 	entries, rerr := parseBody(kind, ct, body, (*entp)[:0])
-	*entp = entries[:0]
+	*entp = entries // with its length, so putEntries clears what was used
 	if rerr != nil {
 		h.logger.Debug("ingest request refused", "remote", r.RemoteAddr, "status", rerr.status, "reason", rerr.msg)
 		h.fail(w, rerr)
@@ -210,9 +219,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // putEntries returns an entries slice to the pool without the references to
-// the request's bodies.
+// the request's bodies. Pooled slices are zero beyond their length, so
+// clearing up to the length is enough.
 func (h *handler) putEntries(p *[]eventlog.Entry) {
-	clear((*p)[:cap(*p)])
+	clear(*p)
 	*p = (*p)[:0]
 	h.entries.Put(p)
 }
