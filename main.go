@@ -64,6 +64,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&cf.dataDir, "client-data-dir", "", "data dir whose root-token the client may read (default ./hookswitch-data, then "+node.DefaultDataDir+")")
 	root.PersistentFlags().BoolVar(&cf.json, "json", false, "print JSON instead of a table")
 	root.AddCommand(newAgentCmd(), newSubCmd(cf), newTokenCmd(cf), newStatusCmd(cf))
+	root.AddCommand(newClusterCmds(cf)...)
 	return root
 }
 
@@ -274,7 +275,11 @@ func runAgent(cmd *cobra.Command, cfg node.Config) error {
 	if cfg.Dev {
 		printDevBanner(cmd.OutOrStdout(), n, cfg)
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-n.Left():
+		logger.Info("this node left the cluster", "component", "main")
+	}
 	logger.Info("shutting down", "component", "main")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
@@ -625,4 +630,65 @@ func newStatusCmd(cf *clientFlags) *cobra.Command {
 				}
 			})
 		}}
+}
+
+// ---- cluster commands ----
+
+func newClusterCmds(cf *clientFlags) []*cobra.Command {
+	join := &cobra.Command{Use: "join HTTP_ADDR", Short: "Ask a running cluster (any member) to add this node", Args: cobra.ExactArgs(1)}
+	join.Flags().String("join-token", "", "the cluster's join token (env HOOKSWITCH_JOIN_TOKEN); else --token must be a super token of that cluster")
+	join.RunE = func(c *cobra.Command, args []string) error {
+		self, err := cf.client().Self(c.Context())
+		if err != nil {
+			return fmt.Errorf("reading this node: %w", err)
+		}
+		secret, _ := c.Flags().GetString("join-token")
+		secret = firstNonEmpty(secret, os.Getenv(envPrefix+"JOIN_TOKEN"), cf.token, os.Getenv(envPrefix+"TOKEN"))
+		if err := client.New(args[0], secret).Join(c.Context(), self); err != nil {
+			return err
+		}
+		return cf.output(c, map[string]string{"joined": self.ID, "via": args[0]}, func(w *tabwriter.Writer) {
+			fmt.Fprintf(w, "node %s joined the cluster of %s\n", self.ID, args[0])
+		})
+	}
+	leave := &cobra.Command{Use: "leave", Short: "This node leaves gracefully (drain, then remove) and stops", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := cf.client().Leave(c.Context()); err != nil {
+				return err
+			}
+			return cf.output(c, map[string]bool{"left": true}, func(w *tabwriter.Writer) { fmt.Fprintln(w, "left the cluster") })
+		}}
+	members := &cobra.Command{Use: "members", Short: "Cluster members: id, addresses, raft role, health, up-since, stable, subs", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			v, err := cf.client().Cluster(c.Context())
+			if err != nil {
+				return err
+			}
+			return cf.output(c, v, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "ID\tHTTP\tRAFT\tROLE\tSUFFRAGE\tHEALTH\tUP-SINCE\tSTABLE\tDRAINING\tWITNESS\tSUBS")
+				for _, nd := range v.Nodes {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%v\t%v\t%v\t%d\n", nd.ID, nd.HTTPAddr, nd.RaftAddr, nd.RaftRole,
+						nd.Suffrage, nd.Health, nd.UpSince, nd.Stable, nd.Draining, nd.Witness, nd.ActiveSub)
+				}
+			})
+		}}
+	drainer := func(use string, drain bool) *cobra.Command {
+		return &cobra.Command{Use: use + " NODE", Short: map[bool]string{true: "Move subscriptions off a node", false: "Allow subscriptions back on a node"}[drain], Args: cobra.ExactArgs(1),
+			RunE: func(c *cobra.Command, args []string) error {
+				if err := cf.client().Drain(c.Context(), args[0], drain); err != nil {
+					return err
+				}
+				return cf.output(c, map[string]any{"node": args[0], "draining": drain}, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "%s: draining=%v\n", args[0], drain)
+				})
+			}}
+	}
+	remove := &cobra.Command{Use: "remove NODE", Short: "Remove a (dead) node from the cluster", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := cf.client().RemoveNode(c.Context(), args[0]); err != nil {
+				return err
+			}
+			return cf.output(c, map[string]string{"removed": args[0]}, func(w *tabwriter.Writer) { fmt.Fprintln(w, "removed", args[0]) })
+		}}
+	return []*cobra.Command{join, leave, members, drainer("drain", true), drainer("undrain", false), remove}
 }

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"errors"
+	"net"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
@@ -79,4 +80,11 @@ func (s *Server) drain(draining bool) echo.HandlerFunc {
 		}
 		return c.JSON(http.StatusOK, map[string]any{"node": id, "draining": draining})
 	}
+}
+
+func (s *Server) self(c echo.Context) error {
+	if ip := net.ParseIP(c.RealIP()); ip == nil || !ip.IsLoopback() || c.Request().Header.Get("X-Forwarded-For") != "" {
+		return fail(c, http.StatusForbidden, "", "only callers on this machine may read this")
+	}
+	return c.JSON(http.StatusOK, s.in.Self())
 }

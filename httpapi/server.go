@@ -53,6 +53,8 @@ type Internal interface {
 	RemoveNode(ctx context.Context, id string) error
 	// Leave makes this node drain, leave the cluster and stop.
 	Leave(ctx context.Context) error
+	// Self is this node's join request, for `hookswitch join`.
+	Self() JoinRequest
 }
 
 // JoinRequest is the body of POST /v1/cluster/join.
@@ -132,6 +134,9 @@ func New(cfg Config, b Backend, in Internal) *Server {
 	super.POST("/cluster/nodes/:id/drain", s.drain(true), superMW...)
 	super.POST("/cluster/nodes/:id/undrain", s.drain(false), superMW...)
 	super.DELETE("/cluster/nodes/:id", s.removeNode, slices.Concat(admin, []echo.MiddlewareFunc{s.require(func(p Principal) bool { return isSuper(p) || isNode(p) })})...)
+	// Self is served to loopback callers only, without a token: the CLI
+	// on this machine reads it to ask another cluster to add this node.
+	s.e.GET("/v1/cluster/self", s.self)
 	// Join is authenticated by the join token, which is no API token.
 	super.POST("/cluster/join", s.join, middleware.BodyLimit(MaxAdminBody))
 

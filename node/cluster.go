@@ -55,6 +55,9 @@ func (n *Node) joinLoop() {
 	}
 }
 
+// Self implements httpapi.Internal.
+func (n *Node) Self() httpapi.JoinRequest { return n.joinRequest() }
+
 func (n *Node) joinRequest() httpapi.JoinRequest {
 	return httpapi.JoinRequest{
 		ID: n.id, RaftAddr: n.advRaft, HTTPAddr: n.advHTTP, Witness: n.cfg.Witness,

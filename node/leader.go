@@ -148,12 +148,20 @@ func (n *Node) Cluster() httpapi.ClusterView {
 		if srv.Suffrage != raft.Voter {
 			suffrage = "nonvoter"
 		}
-		v.Nodes = append(v.Nodes, httpapi.NodeView{
+		health := nd.Health
+		if health == "" {
+			health = "unknown" // no report committed yet
+		}
+		up := nd.Health == fsm.HealthUp
+		view := httpapi.NodeView{
 			ID: id, HTTPAddr: nd.HTTPAddr, RaftAddr: string(srv.Address), Suffrage: suffrage,
-			// Health comes from node reports (the cluster issue); until a
-			// node has reported, it is "unknown".
-			RaftRole: role, Health: "unknown", Witness: nd.Witness, ActiveSub: active[id],
-		})
+			RaftRole: role, Health: health, Witness: nd.Witness, Draining: nd.Draining, ActiveSub: active[id],
+			Stable: up && time.Since(time.UnixMilli(nd.UpSinceMs)) >= n.cfg.StableAfter,
+		}
+		if up {
+			view.UpSince = time.UnixMilli(nd.UpSinceMs).UTC().Format(time.RFC3339)
+		}
+		v.Nodes = append(v.Nodes, view)
 	}
 	return v
 }

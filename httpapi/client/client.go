@@ -235,3 +235,35 @@ func (c *Client) Ingest(ctx context.Context, events any) (IngestResult, error) {
 	err := c.Do(ctx, http.MethodPost, "/v1/events", events, &v)
 	return v, err
 }
+
+// Self reads the node's own join request (loopback callers only).
+func (c *Client) Self(ctx context.Context) (httpapi.JoinRequest, error) {
+	var v httpapi.JoinRequest
+	err := c.Do(ctx, http.MethodGet, "/v1/cluster/self", nil, &v)
+	return v, err
+}
+
+// Join asks this client's node (any member of a cluster) to add the node
+// described by req. The client's token is the join token or a super token.
+func (c *Client) Join(ctx context.Context, req httpapi.JoinRequest) error {
+	return c.Do(ctx, http.MethodPost, "/v1/cluster/join", req, nil)
+}
+
+// Leave makes the client's node drain, leave the cluster and stop.
+func (c *Client) Leave(ctx context.Context) error {
+	return c.Do(ctx, http.MethodPost, "/v1/cluster/leave", nil, nil)
+}
+
+// Drain moves subscriptions off a node (drain=true) or allows them back.
+func (c *Client) Drain(ctx context.Context, node string, drain bool) error {
+	action := "/undrain"
+	if drain {
+		action = "/drain"
+	}
+	return c.Do(ctx, http.MethodPost, "/v1/cluster/nodes/"+url.PathEscape(node)+action, nil, nil)
+}
+
+// RemoveNode removes a node from the cluster.
+func (c *Client) RemoveNode(ctx context.Context, node string) error {
+	return c.Do(ctx, http.MethodDelete, "/v1/cluster/nodes/"+url.PathEscape(node), nil, nil)
+}
