@@ -44,7 +44,9 @@ var testSecret = secretOf("0123456789abcdefghijklmn") // a 24-byte key
 func defaultView(tn *testNode, id, model, postURL string) httpapi.SubView {
 	return httpapi.SubView{
 		ID: id, Model: model, PostURL: postURL, Reseller: "*", Domain: "*", User: "*",
-		Filters: []fsm.Filter{}, GeoSupport: "yes", CurrentActiveServer: tn.n.ID(), HomeServer: tn.n.ID(),
+		// A geo "yes" subscription is unassigned until the leader's
+		// reconciler assigns it (TestAssignedAfterCreate).
+		Filters: []fsm.Filter{}, GeoSupport: "yes", CurrentActiveServer: "", HomeServer: tn.n.ID(),
 		Encoding: "json-array", BatchMax: httpapi.DefaultBatchMax, TimeoutMs: httpapi.DefaultTimeoutMs,
 		Status: fsm.StatusPending,
 	}
@@ -56,6 +58,11 @@ func sameView(t testing.TB, what string, got, want httpapi.SubView) {
 	t.Helper()
 	got.Created, want.Created = "", ""
 	got.Secret, want.Secret = "", ""
+	// The reconciler assigns a geo "yes" subscription asynchronously;
+	// TestAssignedAfterCreate checks the assignment.
+	if want.GeoSupport == "yes" {
+		got.CurrentActiveServer, want.CurrentActiveServer = "", ""
+	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("%s:\n got  %+v\n want %+v", what, got, want)
 	}
@@ -882,4 +889,14 @@ func (tn *testNode) nodeToken() string {
 		tn.t.Fatalf("node token: %v", err)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+func TestAssignedAfterCreate(t *testing.T) {
+	t.Parallel()
+	tn := mustStartNode(t)
+	v := tn.createSub(tn.root, sub(fields{"id": "a"}))
+	waitFor(t, func() (bool, string) {
+		got := tn.getSub(v.ID)
+		return got.CurrentActiveServer == tn.n.ID(), "current-active-server " + got.CurrentActiveServer
+	}, 10*time.Second)
 }

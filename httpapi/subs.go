@@ -84,12 +84,16 @@ func (s *Server) createSub(c echo.Context) error {
 		sub.Secret = NewSecret()
 	}
 	// The home node of a pinned (geo "no") subscription is its preferred
-	// server, else the node that created it. Until the leader's reconciler
-	// assigns it, the home node sends it.
-	if sub.GeoSupport == geoNo && sub.PreferredServer != "" {
-		sub.HomeNode = sub.PreferredServer
+	// server, else the node that created it, and it sends it. A geo "yes"
+	// subscription is unassigned until the leader's reconciler applies the
+	// assignment rule (within half a report interval); its cursors start
+	// at its creation time, so nothing ingested meanwhile is missed.
+	if sub.GeoSupport == geoNo {
+		if sub.PreferredServer != "" {
+			sub.HomeNode = sub.PreferredServer
+		}
+		sub.Owner = sub.HomeNode
 	}
-	sub.Owner = sub.HomeNode
 	res, err := s.b.Apply(c.Request().Context(), &fsm.CreateSub{Sub: *sub})
 	if err != nil {
 		return s.applyErr(c, err)

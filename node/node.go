@@ -388,7 +388,13 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	if err := n.httpSrv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 	}
-	if err := n.pipe.stop(); err != nil {
+	left := false
+	select {
+	case <-n.left:
+		left = true // no longer a member: there is nobody to report to
+	default:
+	}
+	if err := n.pipe.stop(!left); err != nil {
 		errs = append(errs, fmt.Errorf("pipeline: %w", err))
 	}
 	n.pipe = nil

@@ -101,12 +101,14 @@ func (p *pipeline) start() {
 
 // stop ends delivery (POSTs in flight run to their end), stops the loops,
 // commits a final report while raft still runs, and closes the event log.
-func (p *pipeline) stop() error {
+func (p *pipeline) stop(report bool) error {
 	p.stopEngine()
 	p.engineWG.Wait()
 	p.stopLoops()
 	p.loopsWG.Wait()
-	p.finalReport()
+	if report {
+		p.finalReport()
+	}
 	return p.events.Close()
 }
 
