@@ -151,6 +151,12 @@ func (s *Server) Mount(method, path string, h http.Handler) {
 	s.e.Add(method, path, echo.WrapHandler(h))
 }
 
+// MountInternal serves a node-to-node handler of another package at
+// method and path, for callers with a node token only.
+func (s *Server) MountInternal(method, path string, h http.Handler) {
+	s.e.Add(method, path, echo.WrapHandler(h), s.authenticate, s.require(isNode))
+}
+
 // AuthorizeIngest decides whether a request may ingest events: callers in
 // the ingest-allow CIDRs (loopback by default) need no token; others need a
 // token with the ingest or super role.

@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	httpsource "github.com/hookswitch/hookswitch/dispatch/source/http"
+	"github.com/hookswitch/hookswitch/dispatch/source/peer"
 	"github.com/hookswitch/hookswitch/fsm"
 	"github.com/hookswitch/hookswitch/httpapi"
 	"github.com/hookswitch/hookswitch/store"
@@ -126,6 +127,7 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	n.api = httpapi.New(httpapi.Config{Version: version, IngestAllow: cfg.IngestAllow, Logger: logger, Tester: n}, n, n)
 	ingest := httpsource.New(httpsource.Options{Log: n.pipe.events, Authorize: n.api.AuthorizeIngest, Logger: logger})
 	n.api.Mount(http.MethodPost, "/v1/events", ingest)
+	n.api.MountInternal(http.MethodGet, "/internal/v1/log", peer.Handler(n.pipe.events, logger))
 	n.httpSrv = &http.Server{
 		Handler:           n.api.Handler(),
 		ReadHeaderTimeout: httpReadHeaderTimeout,

@@ -34,6 +34,8 @@ type pipeline struct {
 	engine *engine.Engine
 	poster *webhook.Poster
 
+	mesh *mesh
+
 	stopEngine, stopLoops context.CancelFunc
 	engineWG, loopsWG     sync.WaitGroup
 
@@ -79,11 +81,18 @@ func newPipeline(n *Node, version string, logger *slog.Logger) (*pipeline, error
 	})
 	eng := engine.New(engine.Options{Poster: poster, Logger: logger, SuspendAfter: n.cfg.SuspendAfter})
 	eng.AddSource(n.id, events)
-	return &pipeline{
+	p := &pipeline{
 		n: n, log: logger.With("component", "pipeline", "node", n.id),
 		events: events, engine: eng, poster: poster, dropped: map[string]uint64{},
 		renewed: make(chan struct{}),
-	}, nil
+	}
+	p.mesh = newMesh(p)
+	if err := p.mesh.openExisting(); err != nil {
+		p.mesh.close()
+		events.Close()
+		return nil, err
+	}
+	return p, nil
 }
 
 // start runs the engine and the pipeline's loops until stop.
@@ -93,7 +102,8 @@ func (p *pipeline) start() {
 	p.stopEngine, p.stopLoops = ecancel, lcancel
 	p.engineWG.Add(1)
 	go func() { defer p.engineWG.Done(); p.engine.Run(ectx) }()
-	p.loopsWG.Add(3)
+	p.loopsWG.Add(4)
+	go func() { defer p.loopsWG.Done(); p.mesh.loop(lctx) }()
 	go func() { defer p.loopsWG.Done(); p.syncLoop(lctx) }()
 	go func() { defer p.loopsWG.Done(); p.reportLoop(lctx) }()
 	go func() { defer p.loopsWG.Done(); p.trimLoop(lctx) }()
@@ -109,6 +119,7 @@ func (p *pipeline) stop(report bool) error {
 	if report {
 		p.finalReport()
 	}
+	p.mesh.close()
 	return p.events.Close()
 }
 
@@ -318,6 +329,7 @@ func (p *pipeline) trimLoop(ctx context.Context) {
 			if err := p.trim(); err != nil {
 				p.log.Warn("trimming the event log failed", "err", err)
 			}
+			p.mesh.trim()
 		}
 	}
 }
@@ -363,7 +375,7 @@ func (p *pipeline) trim() error {
 	var ix *match.Index
 	var hits []match.Hit
 	consumed := map[string]uint64{}
-	_, err := p.events.Trim(p.events.FirstSeq(), func(recs []eventlog.Record) {
+	st, err := p.events.Trim(p.events.FirstSeq(), func(recs []eventlog.Record) {
 		if ix == nil {
 			ix = match.NewIndex()
 			for _, s := range subs {
@@ -384,6 +396,11 @@ func (p *pipeline) trim() error {
 			}
 		}
 	})
+	if st.Dropped > 0 {
+		// Events still queued in memory for a subscription must not be
+		// delivered after they were counted as dropped.
+		p.engine.Trimmed(p.n.id)
+	}
 	if err != nil && !errors.Is(err, eventlog.ErrClosed) {
 		return err
 	}

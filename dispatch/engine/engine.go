@@ -93,6 +93,7 @@ type Engine struct {
 type source struct {
 	node    string
 	log     Log
+	inc     string // the incarnation pos is of
 	pos     uint64 // every event up to pos has been matched and queued
 	started bool
 }
@@ -128,7 +129,7 @@ func New(opts Options) *Engine {
 func (e *Engine) AddSource(node string, l Log) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	src := &source{node: node, log: l, pos: l.LastSeq()}
+	src := &source{node: node, log: l, inc: l.Incarnation(), pos: l.LastSeq()}
 	e.sources[node] = src
 	if e.ctx != nil {
 		e.startSource(src)
@@ -168,7 +169,11 @@ func (e *Engine) readLoop(ctx context.Context, src *source) {
 	var hits []match.Hit
 	for {
 		changed := src.log.Changed()
+		inc := src.log.Incarnation()
 		e.mu.Lock()
+		if inc != src.inc {
+			e.newIncarnation(src, inc)
+		}
 		from := src.pos + 1
 		e.mu.Unlock()
 		if src.log.LastSeq() < from {
@@ -180,6 +185,9 @@ func (e *Engine) readLoop(ctx context.Context, src *source) {
 			}
 		}
 		recs, err := src.log.Read(from, e.opts.ReadChunk)
+		if src.log.Incarnation() != inc {
+			continue // the log was replaced under the read
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -196,8 +204,11 @@ func (e *Engine) readLoop(ctx context.Context, src *source) {
 		if recs[0].Seq != from {
 			e.log.Warn("events were trimmed before they were read", "source", src.node, "from", from, "first", recs[0].Seq)
 		}
-		inc := src.log.Incarnation()
 		e.mu.Lock()
+		if src.inc != inc {
+			e.mu.Unlock()
+			continue
+		}
 		for i := range recs {
 			ev := toEvent(src.node, inc, &recs[i])
 			hits = e.index.Match(ev, hits[:0])
@@ -209,6 +220,21 @@ func (e *Engine) readLoop(ctx context.Context, src *source) {
 		}
 		src.pos = recs[len(recs)-1].Seq
 		e.mu.Unlock()
+	}
+}
+
+// newIncarnation restarts a source whose log was recreated (a peer wiped
+// its data dir): the reader starts at its beginning, and every
+// subscription takes a new position in it. Called with e.mu held.
+func (e *Engine) newIncarnation(src *source, inc string) {
+	e.log.Info("source log is a new incarnation", "source", src.node, "old", src.inc, "new", inc)
+	src.inc = inc
+	src.pos = src.log.FirstSeq() - 1
+	for _, ss := range e.subs {
+		if _, ok := ss.srcs[src.node]; ok {
+			delete(ss.srcs, src.node)
+			ss.wake()
+		}
 	}
 }
 
@@ -301,6 +327,20 @@ func (e *Engine) startWorker(ss *subState) {
 		}
 		ss.run(ctx)
 	}()
+}
+
+// Trimmed tells the engine that retention trimmed a source's log: queued
+// events no longer in it are forgotten, and a worker holding some (a batch
+// being retried to a failing receiver) stops and goes on without them, so
+// events counted as dropped are not delivered later from memory.
+func (e *Engine) Trimmed(node string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, ss := range e.subs {
+		if ss.dropTrimmed(node) && ss.abort != nil {
+			ss.abort()
+		}
+	}
 }
 
 // SubReport is one subscription's report: counter deltas since the last

@@ -24,6 +24,7 @@ type subState struct {
 	notify    chan struct{}
 	done      chan struct{}
 	cancel    context.CancelFunc
+	abort     context.CancelFunc // ends the current worker only (events it holds were trimmed)
 	prev      *subState
 
 	srcs      map[string]*subSrc
@@ -176,12 +177,27 @@ func (ss *subState) run(ctx context.Context) {
 		}
 		e.mu.Unlock()
 		w := webhook.NewWorker(ss.sub.Target, ss, e.opts.Poster, ss, opts)
-		err := w.Run(ctx)
+		wctx, abort := context.WithCancel(ctx)
+		e.mu.Lock()
+		ss.abort = abort
+		e.mu.Unlock()
+		err := w.Run(wctx)
+		e.mu.Lock()
+		ss.abort = nil
+		e.mu.Unlock()
+		aborted := wctx.Err() != nil
+		abort()
 		if ctx.Err() != nil {
 			return
 		}
 		if errors.Is(err, webhook.ErrSuspended) {
 			return
+		}
+		if aborted {
+			// Retention trimmed events the worker held (a batch being
+			// retried): go on at once without them (Engine.Trimmed).
+			ss.requeue()
+			continue
 		}
 		e.log.Error("subscription worker failed; restarting", "sub", ss.sub.ID(), "err", err, "after", e.opts.RestartDelay)
 		ss.requeue()
@@ -191,14 +207,37 @@ func (ss *subState) run(ctx context.Context) {
 	}
 }
 
-// requeue puts events handed to a failed worker back in front of the queue.
+// requeue puts events handed to a failed worker back in front of the queue,
+// except those retention has trimmed from their log meanwhile.
 func (ss *subState) requeue() {
 	ss.e.mu.Lock()
 	defer ss.e.mu.Unlock()
-	for _, sp := range ss.srcs {
+	for node, sp := range ss.srcs {
 		sp.queue = append(sp.handed, sp.queue...)
 		sp.handed = nil
+		ss.dropTrimmed(node)
 	}
+}
+
+// dropTrimmed forgets the queued events of a source that are no longer in
+// its log (retention dropped them; the trimmer counts them as dropped), and
+// reports whether the worker holds such events. Called with the engine's
+// mutex held.
+func (ss *subState) dropTrimmed(node string) (handedTrimmed bool) {
+	sp, src := ss.srcs[node], ss.e.sources[node]
+	if sp == nil || src == nil || sp.inc != src.log.Incarnation() {
+		return false
+	}
+	first := src.log.FirstSeq()
+	i := 0
+	for i < len(sp.queue) && sp.queue[i].Seq < first {
+		i++
+	}
+	if i > 0 {
+		clear(sp.queue[:i])
+		sp.queue = sp.queue[i:]
+	}
+	return len(sp.handed) > 0 && sp.handed[0].Seq < first
 }
 
 // Next implements webhook.Source.
@@ -264,7 +303,16 @@ func (ss *subState) plan() (job func() error, wait bool) {
 	e := ss.e
 	for node, src := range e.sources {
 		sp := ss.srcs[node]
+		if sp != nil && sp.inc != src.inc {
+			delete(ss.srcs, node) // the log was recreated
+			sp = nil
+		}
 		if sp == nil {
+			if src.inc != src.log.Incarnation() {
+				// The reader has not switched to the new log yet.
+				wait = true
+				continue
+			}
 			return func() error { return ss.initSource(node, src) }, false
 		}
 		if sp.attached {
@@ -353,7 +401,7 @@ func (ss *subState) catchUp(node string, src *source, from, to uint64) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	sp := ss.srcs[node]
-	if sp == nil || sp.attached || sp.readPos != from-1 {
+	if sp == nil || sp.attached || sp.readPos != from-1 || sp.inc != inc {
 		return nil // moved on meanwhile (restart): drop this read
 	}
 	sp.queue = append(sp.queue, queued...)

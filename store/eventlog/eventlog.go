@@ -51,6 +51,8 @@ const (
 	slowCommit = time.Second
 	// incarnationBytes is the number of random bytes of an incarnation id (hex: twice as many chars).
 	incarnationBytes = 8
+	// maxIncarnationLen bounds an incarnation given in Options (a peer's).
+	maxIncarnationLen = 64
 )
 
 // Sentinel errors; compare with errors.Is.
@@ -64,6 +66,10 @@ var (
 	ErrModelTooLong = errors.New("eventlog: model name too long")
 	// ErrCorrupt is returned when events.db holds data this package did not write.
 	ErrCorrupt = errors.New("eventlog: corrupt events.db")
+	// ErrIncarnation: the file belongs to another incarnation of the log.
+	ErrIncarnation = errors.New("eventlog: file is of another incarnation")
+	// ErrNotNext: mirrored records do not continue the log.
+	ErrNotNext = errors.New("eventlog: mirrored records do not follow the last one")
 	// ErrInvalidOptions is returned by Open for unusable Options.
 	ErrInvalidOptions = errors.New("eventlog: invalid options")
 )
@@ -88,6 +94,10 @@ type Options struct {
 	MaxBatchEvents int              // max events per group-commit tx, default 10000
 	Logger         *slog.Logger     // component=eventlog; default slog.Default()
 	Now            func() time.Time // for tests; default time.Now
+	// Incarnation, when set, is the incarnation a new file gets (a mirror
+	// of a peer's log takes the peer's); opening an existing file with
+	// another incarnation fails with ErrIncarnation.
+	Incarnation string
 }
 
 // Record is one stored event.
@@ -224,7 +234,7 @@ func open(opts Options, h hooks) (*Log, error) {
 		return nil, fmt.Errorf("eventlog: open %s: %w", opts.Path, err)
 	}
 	l.db = db
-	if err := l.load(); err != nil {
+	if err := l.load(opts.Incarnation); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
@@ -236,7 +246,7 @@ func open(opts Options, h hooks) (*Log, error) {
 
 // load creates the buckets and meta on a new file and reads the persistent
 // state into memory.
-func (l *Log) load() error {
+func (l *Log) load(want string) error {
 	return l.db.Update(func(tx *bolt.Tx) error {
 		ev, err := tx.CreateBucketIfNotExists([]byte(bucketEvents))
 		if err != nil {
@@ -247,17 +257,20 @@ func (l *Log) load() error {
 			return fmt.Errorf("eventlog: create bucket: %w", err)
 		}
 		if v := meta.Get([]byte(metaVersion)); v == nil {
-			if err := l.initMeta(meta); err != nil {
+			if err := l.initMeta(meta, want); err != nil {
 				return err
 			}
 		} else if len(v) != 8 || getU64(v) != formatVersion {
 			return fmt.Errorf("%w: unsupported format version %x", ErrCorrupt, v)
 		}
 		inc := meta.Get([]byte(metaIncarnation))
-		if len(inc) != 2*incarnationBytes {
+		if len(inc) == 0 || len(inc) > maxIncarnationLen {
 			return fmt.Errorf("%w: bad incarnation %q", ErrCorrupt, inc)
 		}
 		l.incarnation = string(inc)
+		if want != "" && want != l.incarnation {
+			return fmt.Errorf("%w: file has %s, want %s", ErrIncarnation, l.incarnation, want)
+		}
 		last, ok1 := metaU64(meta, metaLastSeq)
 		bytes, ok2 := metaU64(meta, metaBytes)
 		if !ok1 || !ok2 {
@@ -287,14 +300,20 @@ func (l *Log) load() error {
 	})
 }
 
-func (l *Log) initMeta(meta *bolt.Bucket) error {
-	var raw [incarnationBytes]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return fmt.Errorf("eventlog: incarnation: %w", err)
+func (l *Log) initMeta(meta *bolt.Bucket, inc string) error {
+	if inc == "" {
+		var raw [incarnationBytes]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			return fmt.Errorf("eventlog: incarnation: %w", err)
+		}
+		inc = hex.EncodeToString(raw[:])
+	}
+	if len(inc) > maxIncarnationLen {
+		return fmt.Errorf("%w: incarnation longer than %d bytes", ErrInvalidOptions, maxIncarnationLen)
 	}
 	for _, kv := range []struct{ k, v []byte }{
 		{[]byte(metaVersion), u64(formatVersion)},
-		{[]byte(metaIncarnation), []byte(hex.EncodeToString(raw[:]))},
+		{[]byte(metaIncarnation), []byte(inc)},
 		{[]byte(metaLastSeq), u64(0)},
 		{[]byte(metaBytes), u64(0)},
 		{[]byte(metaCreatedMs), u64(uint64(l.now().UnixMilli()))},

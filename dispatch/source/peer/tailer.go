@@ -1,0 +1,219 @@
+package peer
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hookswitch/hookswitch/store/eventlog"
+)
+
+// Mirror is this node's durable copy of one peer's event log. It behaves
+// like the peer's log (same seqs, ingest times and incarnation) and is
+// replaced whole when the peer's log is recreated (a new incarnation).
+type Mirror struct {
+	path string
+	opts eventlog.Options
+
+	mu  sync.RWMutex
+	log *eventlog.Log
+}
+
+// OpenMirror opens (or creates) the mirror file at path.
+func OpenMirror(path string, opts eventlog.Options) (*Mirror, error) {
+	opts.Path = path
+	opts.Incarnation = ""
+	l, err := eventlog.Open(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Mirror{path: path, opts: opts, log: l}, nil
+}
+
+func (m *Mirror) cur() *eventlog.Log {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.log
+}
+
+// Incarnation, FirstSeq, LastSeq, Read, Changed and SeqAtOrAfter are those
+// of the current copy.
+func (m *Mirror) Incarnation() string { return m.cur().Incarnation() }
+func (m *Mirror) FirstSeq() uint64    { return m.cur().FirstSeq() }
+func (m *Mirror) LastSeq() uint64     { return m.cur().LastSeq() }
+func (m *Mirror) Read(from uint64, max int) ([]eventlog.Record, error) {
+	return m.cur().Read(from, max)
+}
+func (m *Mirror) Changed() <-chan struct{} { return m.cur().Changed() }
+func (m *Mirror) SeqAtOrAfter(t time.Time) (uint64, error) {
+	return m.cur().SeqAtOrAfter(t)
+}
+
+// Trim applies retention to the copy.
+func (m *Mirror) Trim(keepFrom uint64, dropped func([]eventlog.Record)) (eventlog.TrimStats, error) {
+	return m.cur().Trim(keepFrom, dropped)
+}
+
+// Reset replaces the copy with an empty one of incarnation inc. Readers
+// waiting on Changed wake up (the old copy is closed) and see the new
+// incarnation.
+func (m *Mirror) Reset(inc string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.log.Close(); err != nil {
+		return err
+	}
+	if err := os.Remove(m.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("peer: remove mirror: %w", err)
+	}
+	opts := m.opts
+	opts.Incarnation = inc
+	l, err := eventlog.Open(opts)
+	if err != nil {
+		return err
+	}
+	m.log = l
+	return nil
+}
+
+// Close closes the copy.
+func (m *Mirror) Close() error { return m.cur().Close() }
+
+func (m *Mirror) appendRecords(recs []eventlog.Record) error {
+	return m.cur().AppendMirror(recs)
+}
+
+// Tailer copies one peer's log into a Mirror: it streams GET
+// /internal/v1/log from the peer, from the mirror's end, and follows it
+// live, reconnecting with backoff. One Tailer per peer, whatever the number
+// of subscriptions.
+type Tailer struct {
+	Node   string
+	Mirror *Mirror
+	// Addr returns the peer's HTTP address now (it may change).
+	Addr   func() (string, bool)
+	Token  string
+	Client *http.Client
+	Scheme string // "http" (default) or "https"
+	Logger *slog.Logger
+}
+
+// Backoff of reconnections.
+const (
+	retryMin = 200 * time.Millisecond
+	retryMax = 5 * time.Second
+	// idleTimeout: no frame (not even a keepalive) for this long means the
+	// connection is dead.
+	idleTimeout = 3 * KeepaliveInterval
+	// mirrorBatch bounds the records written per mirror transaction.
+	mirrorBatch = 1024
+)
+
+// Run tails until ctx is done.
+func (t *Tailer) Run(ctx context.Context) {
+	log := t.Logger.With("component", "peer-tailer", "peer", t.Node)
+	backoff := retryMin
+	for ctx.Err() == nil {
+		addr, ok := t.Addr()
+		var got int
+		var err error
+		if ok {
+			got, err = t.stream(ctx, addr, log)
+		} else {
+			err = errors.New("no address known yet")
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if got > 0 {
+			backoff = retryMin
+		}
+		log.Debug("peer stream ended; reconnecting", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, retryMax)
+	}
+}
+
+// stream runs one connection; it returns how many records it copied.
+func (t *Tailer) stream(ctx context.Context, addr string, log *slog.Logger) (int, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	scheme := t.Scheme
+	if scheme == "" {
+		scheme = "http"
+	}
+	m := t.Mirror
+	url := fmt.Sprintf("%s://%s/internal/v1/log?from=%d&incarnation=%s", scheme, addr, m.LastSeq()+1, m.Incarnation())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+t.Token)
+	resp, err := t.Client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return 0, fmt.Errorf("peer answered %s: %s", resp.Status, strings.TrimSpace(string(msg)))
+	}
+	inc := resp.Header.Get(HeaderIncarnation)
+	first, _ := strconv.ParseUint(resp.Header.Get(HeaderFirstSeq), 10, 64)
+	switch {
+	case inc == "":
+		return 0, errors.New("peer sent no incarnation")
+	case inc != m.Incarnation():
+		log.Info("peer log is a new incarnation; starting a new copy", "old", m.Incarnation(), "new", inc)
+		if err := m.Reset(inc); err != nil {
+			return 0, err
+		}
+	case m.LastSeq() >= m.FirstSeq() && first > m.LastSeq()+1:
+		log.Warn("peer trimmed events before this node copied them; starting a new copy",
+			"copied-up-to", m.LastSeq(), "peer-first", first)
+		if err := m.Reset(inc); err != nil {
+			return 0, err
+		}
+	}
+	idle := time.AfterFunc(idleTimeout, cancel)
+	defer idle.Stop()
+	br := bufio.NewReaderSize(resp.Body, 256<<10)
+	var batch []eventlog.Record
+	copied := 0
+	for {
+		rec, ok, err := readFrame(br)
+		if err != nil {
+			if len(batch) > 0 {
+				if werr := m.appendRecords(batch); werr == nil {
+					copied += len(batch)
+				}
+			}
+			return copied, err
+		}
+		idle.Reset(idleTimeout)
+		if ok {
+			batch = append(batch, rec)
+		}
+		// Write what has arrived when the stream pauses or the batch is full.
+		if len(batch) > 0 && (br.Buffered() == 0 || len(batch) >= mirrorBatch) {
+			if err := m.appendRecords(batch); err != nil {
+				return copied, fmt.Errorf("copying into the mirror: %w", err)
+			}
+			copied += len(batch)
+			batch = batch[:0]
+		}
+	}
+}

@@ -1,0 +1,189 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hookswitch/hookswitch/dispatch/source/peer"
+	"github.com/hookswitch/hookswitch/fsm"
+	"github.com/hookswitch/hookswitch/store/eventlog"
+)
+
+// PeersDir holds the mirrors of the peers' event logs in the data dir.
+const PeersDir = "peers"
+
+// mesh keeps one mirror and one tailer per peer, following the membership
+// in the replicated state.
+type mesh struct {
+	p       *pipeline
+	mu      sync.Mutex
+	mirrors map[string]*peer.Mirror
+	tailers map[string]context.CancelFunc
+	wg      sync.WaitGroup
+	// client streams peers' logs: no overall timeout (streams are long);
+	// a dead connection is noticed by the tailer's idle timeout.
+	client *http.Client
+}
+
+// Timeouts of the mesh's connections.
+const (
+	peerDialTimeout   = 5 * time.Second
+	peerHeaderTimeout = 10 * time.Second
+)
+
+func newMesh(p *pipeline) *mesh {
+	return &mesh{
+		p: p, mirrors: map[string]*peer.Mirror{}, tailers: map[string]context.CancelFunc{},
+		client: &http.Client{Transport: &http.Transport{
+			DialContext:           (&net.Dialer{Timeout: peerDialTimeout}).DialContext,
+			ResponseHeaderTimeout: peerHeaderTimeout,
+			MaxIdleConnsPerHost:   2,
+		}},
+	}
+}
+
+// openExisting opens the mirrors kept from a previous run, so the engine
+// can resume subscriptions from them before the peers answer.
+func (m *mesh) openExisting() error {
+	dir := filepath.Join(m.p.n.cfg.DataDir, PeersDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("node: peers dir: %w", err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if filepath.Ext(name) != ".db" {
+			continue
+		}
+		if _, err := m.mirror(name[:len(name)-len(".db")]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mirror returns (opening if needed) the mirror of a peer's log.
+func (m *mesh) mirror(node string) (*peer.Mirror, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if mr, ok := m.mirrors[node]; ok {
+		return mr, nil
+	}
+	path := filepath.Join(m.p.n.cfg.DataDir, PeersDir, node+".db")
+	mr, err := peer.OpenMirror(path, eventlog.Options{
+		Retention: m.p.n.cfg.Retention, RetentionBytes: m.p.n.cfg.RetentionBytes, Logger: m.p.n.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: mirror of %s: %w", node, err)
+	}
+	m.mirrors[node] = mr
+	m.p.engine.AddSource(node, mr)
+	return mr, nil
+}
+
+// loop starts a tailer for every peer in the state and stops those of
+// removed peers.
+func (m *mesh) loop(ctx context.Context) {
+	n := m.p.n
+	for {
+		changed := n.fsm.Changed()
+		peers := map[string]bool{}
+		n.fsm.Read(func(st *fsm.State) {
+			for id := range st.Nodes {
+				if id != n.id {
+					peers[id] = true
+				}
+			}
+		})
+		for id := range peers {
+			m.startTailer(ctx, id)
+		}
+		m.mu.Lock()
+		for id, stop := range m.tailers {
+			if !peers[id] {
+				stop()
+				delete(m.tailers, id)
+			}
+		}
+		m.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			m.wg.Wait()
+			return
+		case <-changed:
+		}
+	}
+}
+
+func (m *mesh) startTailer(ctx context.Context, id string) {
+	m.mu.Lock()
+	_, running := m.tailers[id]
+	m.mu.Unlock()
+	if running {
+		return
+	}
+	mr, err := m.mirror(id)
+	if err != nil {
+		m.p.log.Error("cannot keep a copy of a peer's log", "peer", id, "err", err)
+		return
+	}
+	n := m.p.n
+	scheme := "http"
+	if n.cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	t := &peer.Tailer{
+		Node: id, Mirror: mr, Token: n.nodeToken, Scheme: scheme, Logger: n.log,
+		Client: m.client,
+		Addr: func() (string, bool) {
+			var addr string
+			n.fsm.Read(func(st *fsm.State) {
+				if nd, ok := st.Nodes[id]; ok {
+					addr = nd.HTTPAddr
+				}
+			})
+			return addr, addr != ""
+		},
+	}
+	tctx, cancel := context.WithCancel(ctx)
+	m.mu.Lock()
+	m.tailers[id] = cancel
+	m.mu.Unlock()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		t.Run(tctx)
+	}()
+}
+
+// trim applies retention to the mirrors.
+func (m *mesh) trim() {
+	m.mu.Lock()
+	mirrors := make([]*peer.Mirror, 0, len(m.mirrors))
+	for _, mr := range m.mirrors {
+		mirrors = append(mirrors, mr)
+	}
+	m.mu.Unlock()
+	for _, mr := range mirrors {
+		if _, err := mr.Trim(mr.FirstSeq(), nil); err != nil {
+			m.p.log.Warn("trimming a peer's copy failed", "err", err)
+		}
+	}
+}
+
+func (m *mesh) close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, mr := range m.mirrors {
+		_ = mr.Close()
+	}
+}
