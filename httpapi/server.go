@@ -157,18 +157,47 @@ func (s *Server) MountInternal(method, path string, h http.Handler) {
 	s.e.Add(method, path, echo.WrapHandler(h), s.authenticate, s.require(isNode))
 }
 
+// MountLocal serves a handler for callers in the ingest-allow CIDRs
+// (loopback by default) or with a super token: /metrics.
+func (s *Server) MountLocal(method, path string, h http.Handler) {
+	s.e.Add(method, path, echo.WrapHandler(h), func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if s.allowed(c.Request()) {
+				return next(c)
+			}
+			p, ok := s.Authenticate(headerToken(c.Request()))
+			if !ok || !isSuper(p) {
+				return fail(c, http.StatusForbidden, "", "only local callers or a super token may read this")
+			}
+			return next(c)
+		}
+	})
+}
+
+// allowed reports whether the request comes from the ingest-allow CIDRs.
+func (s *Server) allowed(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return false
+	}
+	for _, n := range s.cfg.IngestAllow {
+		if n.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
 // AuthorizeIngest decides whether a request may ingest events: callers in
 // the ingest-allow CIDRs (loopback by default) need no token; others need a
 // token with the ingest or super role.
 func (s *Server) AuthorizeIngest(r *http.Request) (status int, msg string, ok bool) {
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		if ip := net.ParseIP(host); ip != nil {
-			for _, n := range s.cfg.IngestAllow {
-				if n.Contains(ip) {
-					return 0, "", true
-				}
-			}
-		}
+	if s.allowed(r) {
+		return 0, "", true
 	}
 	tok := headerToken(r)
 	if tok == "" {

@@ -128,6 +128,7 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	ingest := httpsource.New(httpsource.Options{Log: n.pipe.events, Authorize: n.api.AuthorizeIngest, Logger: logger})
 	n.api.Mount(http.MethodPost, "/v1/events", ingest)
 	n.api.MountInternal(http.MethodGet, "/internal/v1/log", peer.Handler(n.pipe.events, logger))
+	n.api.MountLocal(http.MethodGet, "/metrics", n.metricsHandler())
 	n.httpSrv = &http.Server{
 		Handler:           n.api.Handler(),
 		ReadHeaderTimeout: httpReadHeaderTimeout,

@@ -86,6 +86,7 @@ type Engine struct {
 	subs    map[string]*subState
 	index   *match.Index // the running subscriptions
 	retired []SubReport  // final reports of stopped subscriptions
+	totals  Totals
 	wg      sync.WaitGroup
 	ctx     context.Context
 }
@@ -372,6 +373,21 @@ func (e *Engine) Report() []SubReport {
 		out = append(out, ss.report(true))
 	}
 	return out
+}
+
+// Totals are the engine's cumulative counters since it started.
+type Totals struct {
+	Posts, Errors, Events uint64
+	Running               int // subscriptions running now
+}
+
+// Totals returns the cumulative counters (for metrics).
+func (e *Engine) Totals() Totals {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := e.totals
+	t.Running = len(e.subs)
+	return t
 }
 
 // Status returns the delivery status of a running subscription.

@@ -431,6 +431,8 @@ func (ss *subState) Delivered(_ string, n int, _ webhook.Result) {
 	defer ss.e.mu.Unlock()
 	ss.posts++
 	ss.events += uint64(n)
+	ss.e.totals.Posts++
+	ss.e.totals.Events += uint64(n)
 	ss.status = webhook.StateActive
 	ss.lastPostMs = time.Now().UnixMilli()
 	ss.failingSinceMs = 0
@@ -442,6 +444,7 @@ func (ss *subState) Failed(_ string, r webhook.Result, _ int) {
 	defer ss.e.mu.Unlock()
 	now := time.Now().UnixMilli()
 	ss.errs++
+	ss.e.totals.Errors++
 	ss.status = webhook.StateError
 	ss.lastError, ss.lastErrorMs = errorText(r), now
 	if ss.failingSinceMs == 0 {
