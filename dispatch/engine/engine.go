@@ -84,11 +84,13 @@ type Engine struct {
 	mu      sync.Mutex
 	sources map[string]*source
 	subs    map[string]*subState
-	index   *match.Index // the running subscriptions
-	retired []SubReport  // final reports of stopped subscriptions
-	totals  Totals
-	wg      sync.WaitGroup
-	ctx     context.Context
+	// stopping holds stopped runs until their worker has ended.
+	stopping map[string]*subState
+	index    *match.Index // the running subscriptions
+	retired  []SubReport  // final reports of stopped subscriptions
+	totals   Totals
+	wg       sync.WaitGroup
+	ctx      context.Context
 }
 
 type source struct {
@@ -116,11 +118,12 @@ func New(opts Options) *Engine {
 	opts.Worker.Logger = opts.Logger
 	opts.Worker.SuspendAfter = opts.SuspendAfter
 	return &Engine{
-		opts:    opts,
-		log:     opts.Logger.With("component", "engine"),
-		sources: map[string]*source{},
-		subs:    map[string]*subState{},
-		index:   match.NewIndex(),
+		opts:     opts,
+		log:      opts.Logger.With("component", "engine"),
+		sources:  map[string]*source{},
+		subs:     map[string]*subState{},
+		stopping: map[string]*subState{},
+		index:    match.NewIndex(),
 	}
 }
 
@@ -259,15 +262,21 @@ func (e *Engine) Sync(want []Sub) {
 		cur := e.subs[s.ID()]
 		switch {
 		case cur == nil:
-			e.addSub(s, nil)
+			// A run stopped moments ago (paused and resumed, lease lost
+			// and renewed) ends first, and is continued from when the
+			// generation is the same.
+			prev := e.stopping[s.ID()]
+			e.addSub(s, prev, prev != nil && prev.sub.Generation == s.Generation)
 		case cur.sub.Generation != s.Generation:
+			// Rewound or reassigned: start from the committed cursors, once
+			// the previous run's POST in flight has ended.
 			e.stopSub(cur)
-			e.addSub(s, nil)
+			e.addSub(s, cur, false)
 		case !sameConfig(&cur.sub, &s):
 			// Same generation: continue from where it is, not from the
 			// (older) committed cursors.
 			e.stopSub(cur)
-			e.addSub(s, cur)
+			e.addSub(s, cur, true)
 		}
 	}
 	for id, ss := range e.subs {
@@ -282,8 +291,9 @@ func sameConfig(a, b *Sub) bool {
 }
 
 // addSub starts a subscription; prev, when not nil, is a stopped previous
-// run of it whose positions it continues from.
-func (e *Engine) addSub(s Sub, prev *subState) {
+// run of it, which ends before this one posts; with resume, this run
+// continues from prev's positions.
+func (e *Engine) addSub(s Sub, prev *subState, resume bool) {
 	ss := newSubState(e, s)
 	if err := ss.own.Upsert(s.Match); err != nil {
 		e.log.Error("subscription cannot be matched; not sending it", "sub", s.ID(), "err", err)
@@ -294,7 +304,7 @@ func (e *Engine) addSub(s Sub, prev *subState) {
 		return
 	}
 	e.subs[s.ID()] = ss
-	ss.prev = prev
+	ss.prev, ss.resume = prev, resume
 	if e.ctx != nil {
 		e.startWorker(ss)
 	}
@@ -305,6 +315,9 @@ func (e *Engine) addSub(s Sub, prev *subState) {
 func (e *Engine) stopSub(ss *subState) {
 	delete(e.subs, ss.sub.ID())
 	e.index.Remove(ss.sub.ID())
+	if ss.started && !ss.stopped {
+		e.stopping[ss.sub.ID()] = ss
+	}
 	ss.stop()
 }
 

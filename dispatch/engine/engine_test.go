@@ -233,3 +233,23 @@ func TestEngineStopKeepsFinalReport(t *testing.T) {
 		t.Fatal("stopped subscription still running")
 	}
 }
+
+func TestEngineStopAndRestartContinuesWithoutDuplicates(t *testing.T) {
+	l := openLog(t)
+	rcv := newReceiver(t)
+	e := startEngine(t, Options{}, l)
+	s := testSub("a", "d1", rcv.srv.URL)
+	e.Sync([]Sub{s})
+	waitFor(t, "subscription attached", func() (bool, string) {
+		r, _ := e.Status("a")
+		return len(r.Cursors) == 1, fmt.Sprintf("%+v", r)
+	}, 5*time.Second)
+	appendEvents(t, l, 0, 5, "d1")
+	waitFor(t, "5 events", func() (bool, string) { return wantSequence(rcv.got("a"), 5) }, 10*time.Second)
+	// Paused and resumed (or lease lost and renewed) before any report
+	// committed its cursor: the new run continues where the old one was.
+	e.Sync(nil)
+	e.Sync([]Sub{s})
+	appendEvents(t, l, 5, 5, "d1")
+	waitFor(t, "10 events, none twice", func() (bool, string) { return wantSequence(rcv.got("a"), 10) }, 10*time.Second)
+}

@@ -26,6 +26,7 @@ type subState struct {
 	cancel    context.CancelFunc
 	abort     context.CancelFunc // ends the current worker only (events it holds were trimmed)
 	prev      *subState
+	resume    bool // continue from prev's positions
 
 	srcs      map[string]*subSrc
 	started   bool
@@ -164,6 +165,9 @@ func (ss *subState) run(ctx context.Context) {
 		e := ss.e
 		e.mu.Lock()
 		e.retired = append(e.retired, ss.report(true))
+		if e.stopping[ss.sub.ID()] == ss {
+			delete(e.stopping, ss.sub.ID())
+		}
 		e.mu.Unlock()
 		close(ss.done)
 	}()
@@ -341,7 +345,7 @@ func (ss *subState) initSource(node string, src *source) error {
 	var known bool
 	e := ss.e
 	e.mu.Lock()
-	if p := ss.prev; p != nil && p.srcs[node] != nil && p.srcs[node].inc == inc {
+	if p := ss.prev; ss.resume && p != nil && p.srcs[node] != nil && p.srcs[node].inc == inc {
 		pos, known = p.cursor(node), true
 	}
 	e.mu.Unlock()
