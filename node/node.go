@@ -127,6 +127,10 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	n.api = httpapi.New(httpapi.Config{Version: version, IngestAllow: cfg.IngestAllow, Logger: logger, Tester: n}, n, n)
 	ingest := httpsource.New(httpsource.Options{Log: n.pipe.events, Authorize: n.api.AuthorizeIngest, Logger: logger})
 	n.api.Mount(http.MethodPost, "/v1/events", ingest)
+	ws := n.api.WebsocketHandler(httpapi.WSOptions{Hub: n.pipe.wsHub, Allow: cfg.WSAllow, Logger: logger})
+	for _, path := range httpapi.WSPaths {
+		n.api.Mount(http.MethodGet, path, ws)
+	}
 	n.api.MountInternal(http.MethodGet, "/internal/v1/log", peer.Handler(n.pipe.events, logger))
 	n.api.MountLocal(http.MethodGet, "/metrics", n.metricsHandler())
 	n.httpSrv = &http.Server{

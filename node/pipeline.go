@@ -16,6 +16,7 @@ import (
 
 	"github.com/hookswitch/hookswitch/dispatch"
 	"github.com/hookswitch/hookswitch/dispatch/engine"
+	"github.com/hookswitch/hookswitch/dispatch/hub"
 	"github.com/hookswitch/hookswitch/dispatch/match"
 	"github.com/hookswitch/hookswitch/dispatch/webhook"
 	"github.com/hookswitch/hookswitch/fsm"
@@ -33,6 +34,7 @@ type pipeline struct {
 	events *eventlog.Log
 	engine *engine.Engine
 	poster *webhook.Poster
+	wsHub  *hub.Hub // websocket fan-out
 
 	mesh *mesh
 
@@ -49,7 +51,12 @@ type pipeline struct {
 	dropped  map[string]uint64 // dropped-count deltas from trimming
 	renewed  chan struct{}     // closed when a report commits
 	lastSeq  uint64
+	reports  uint64 // reports built
 }
+
+// fullReportEvery: every this many reports, the cursors of idle
+// subscriptions are committed too (others are in every report).
+const fullReportEvery = 10
 
 func toPrefixes(nets []*net.IPNet) []netip.Prefix {
 	out := make([]netip.Prefix, 0, len(nets))
@@ -81,9 +88,11 @@ func newPipeline(n *Node, version string, logger *slog.Logger) (*pipeline, error
 	})
 	eng := engine.New(engine.Options{Poster: poster, Logger: logger, SuspendAfter: n.cfg.SuspendAfter})
 	eng.AddSource(n.id, events)
+	wsHub := hub.New(hub.Options{Logger: logger})
+	wsHub.AddSource(n.id, events)
 	p := &pipeline{
 		n: n, log: logger.With("component", "pipeline", "node", n.id),
-		events: events, engine: eng, poster: poster, dropped: map[string]uint64{},
+		events: events, engine: eng, poster: poster, wsHub: wsHub, dropped: map[string]uint64{},
 		renewed: make(chan struct{}),
 	}
 	p.mesh = newMesh(p)
@@ -102,6 +111,8 @@ func (p *pipeline) start() {
 	p.stopEngine, p.stopLoops = ecancel, lcancel
 	p.engineWG.Add(1)
 	go func() { defer p.engineWG.Done(); p.engine.Run(ectx) }()
+	p.engineWG.Add(1)
+	go func() { defer p.engineWG.Done(); p.wsHub.Run(ectx) }()
 	p.loopsWG.Add(4)
 	go func() { defer p.loopsWG.Done(); p.mesh.loop(lctx) }()
 	go func() { defer p.loopsWG.Done(); p.syncLoop(lctx) }()
@@ -295,7 +306,8 @@ func (p *pipeline) buildReport() *fsm.NodeReport {
 	seq := max(committed+1, p.lastSeq+1, uint64(time.Now().UnixMicro()))
 	p.lastSeq = seq
 	r := &fsm.NodeReport{Node: p.n.id, Seq: seq, AtMs: time.Now().UnixMilli()}
-	for _, er := range p.engine.Report() {
+	p.reports++
+	for _, er := range p.engine.Report(p.reports%fullReportEvery == 0) {
 		sr := fsm.SubReport{
 			ID: er.ID, Generation: er.Generation, Status: string(er.Status),
 			Posts: er.Posts, Errors: er.Errors, Events: er.Events, Lag: er.Lag,

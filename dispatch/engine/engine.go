@@ -374,16 +374,25 @@ type SubReport struct {
 	FailingSinceMs int64
 }
 
-// Report returns every running subscription's report, and the final ones of
+// Report returns the reports of the running subscriptions that changed
+// since their last report (they posted or failed, or their status or lag
+// moved), or of all of them with full; and the final reports of
 // subscriptions stopped since the last call. Deltas are reset: the caller
 // must deliver what it got (retrying the same report until committed).
-func (e *Engine) Report() []SubReport {
+// An idle subscription's cursor only moves past events it does not match,
+// so committing it now and then (full) bounds nothing but the work of a
+// new owner.
+func (e *Engine) Report(full bool) []SubReport {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	out := e.retired
 	e.retired = nil
 	for _, ss := range e.subs {
-		out = append(out, ss.report(true))
+		r := ss.report(true)
+		if full || ss.changedSince(&r) {
+			ss.last = r
+			out = append(out, r)
+		}
 	}
 	return out
 }

@@ -188,7 +188,7 @@ func TestEngineReportCountsAndResets(t *testing.T) {
 	waitFor(t, "30 events", func() (bool, string) { return wantSequence(rcv.got("a"), 30) }, 10*time.Second)
 	var events, posts uint64
 	waitFor(t, "counters", func() (bool, string) {
-		for _, r := range e.Report() {
+		for _, r := range e.Report(true) {
 			events += r.Events
 			posts += r.Posts
 		}
@@ -197,7 +197,7 @@ func TestEngineReportCountsAndResets(t *testing.T) {
 	if posts == 0 || posts > 30 {
 		t.Fatalf("posts = %d, want 1..30", posts)
 	}
-	for _, r := range e.Report() {
+	for _, r := range e.Report(true) {
 		if r.Events != 0 || r.Posts != 0 {
 			t.Fatalf("deltas not reset: %+v", r)
 		}
@@ -221,7 +221,7 @@ func TestEngineStopKeepsFinalReport(t *testing.T) {
 	e.Sync(nil) // paused, say
 	var final []SubReport
 	waitFor(t, "a final report", func() (bool, string) {
-		final = append(final, e.Report()...)
+		final = append(final, e.Report(true)...)
 		for _, r := range final {
 			if r.ID == "a" && len(r.Cursors) == 1 && r.Cursors[0].Seq == 5 {
 				return true, ""
@@ -252,4 +252,33 @@ func TestEngineStopAndRestartContinuesWithoutDuplicates(t *testing.T) {
 	e.Sync([]Sub{s})
 	appendEvents(t, l, 5, 5, "d1")
 	waitFor(t, "10 events, none twice", func() (bool, string) { return wantSequence(rcv.got("a"), 10) }, 10*time.Second)
+}
+
+func TestMayMatchPrefilter(t *testing.T) {
+	tests := []struct {
+		sub   match.Sub
+		model string
+		body  string
+		want  bool
+	}{
+		{match.Sub{Model: "call", Domain: "d1"}, "call", `{"domain":"d1"}`, true},
+		{match.Sub{Model: "call", Domain: "d1"}, "call", `{"domain":"d2"}`, false},
+		{match.Sub{Model: "call", Domain: "d1"}, "cdr", `{"domain":"d1"}`, false},
+		{match.Sub{Model: "call", Domain: "d1"}, "call", `{"domain":"\u0064\u0031"}`, true}, // escapes: parse it
+		{match.Sub{Model: "call", Domain: "*"}, "call", `{"domain":"x"}`, true},
+		{match.Sub{Model: "*", Domain: "d1"}, "cdr", `{"domain":["d0","d1"]}`, true},
+		{match.Sub{Model: "presence", Domain: "d1"}, "subscriber", `{"domain":"d1"}`, true},
+		{match.Sub{Model: "presence", Domain: "d1"}, "presence", `{"domain":"d1"}`, true},
+		{match.Sub{Model: "auditlog_lite", Domain: "d1"}, "auditlog", `{"target_domain":"d1"}`, true},
+		{match.Sub{Model: "call_origid", Domain: "d1"}, "call", `{"domain":"d1"}`, true},
+		{match.Sub{Model: "call_origid", Domain: "d1"}, "cdr", `{"domain":"d1"}`, false},
+	}
+	for i, tc := range tests {
+		tc.sub.ID = "s"
+		ss := newSubState(New(Options{}), Sub{Match: tc.sub})
+		r := eventlog.Record{Model: tc.model, Body: []byte(tc.body)}
+		if got := ss.mayMatch(&r); got != tc.want {
+			t.Errorf("%d: mayMatch(%+v, %s %s) = %v, want %v", i, tc.sub, tc.model, tc.body, got, tc.want)
+		}
+	}
 }

@@ -1,13 +1,16 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/hookswitch/hookswitch/dispatch"
 	"github.com/hookswitch/hookswitch/dispatch/match"
 	"github.com/hookswitch/hookswitch/dispatch/webhook"
+	"github.com/hookswitch/hookswitch/store/eventlog"
 )
 
 // behindReaderPoll is how often a subscription whose position is ahead of
@@ -21,6 +24,7 @@ type subState struct {
 	sub       Sub
 	own       *match.Index // this subscription alone, for catching up
 	collapser *match.OrigIDCollapser
+	domainLit []byte // `"domain"` for mayMatch; nil when it cannot be used
 	notify    chan struct{}
 	done      chan struct{}
 	cancel    context.CancelFunc
@@ -40,6 +44,7 @@ type subState struct {
 	lastError           string
 	lastErrorMs         int64
 	failingSinceMs      int64
+	last                SubReport // the last report handed out
 }
 
 // subSrc is a subscription's position in one source log.
@@ -62,6 +67,9 @@ func newSubState(e *Engine, s Sub) *subState {
 	}
 	if !s.FailingSince.IsZero() {
 		ss.failingSinceMs = s.FailingSince.UnixMilli()
+	}
+	if d := s.Match.Domain; d != "" && d != "*" && !strings.ContainsAny(d, "\"\\") && isASCII(d) {
+		ss.domainLit = []byte(`"` + d + `"`)
 	}
 	if s.Match.Model == dispatch.ModelCallOrigID {
 		ss.collapser = match.NewOrigIDCollapser(origIDCalls)
@@ -156,6 +164,13 @@ func (ss *subState) report(reset bool) SubReport {
 		ss.posts, ss.errs, ss.events = 0, 0, 0
 	}
 	return r
+}
+
+// changedSince reports whether r says more than the last report did.
+func (ss *subState) changedSince(r *SubReport) bool {
+	l := &ss.last
+	return r.Posts+r.Errors+r.Events > 0 || l.ID == "" || r.Status != l.Status || r.Lag != l.Lag ||
+		r.LastErrorMs != l.LastErrorMs || r.FailingSinceMs != l.FailingSinceMs || len(r.Cursors) != len(l.Cursors)
 }
 
 // run is the subscription's goroutine: it runs a worker until ctx is done
@@ -390,6 +405,10 @@ func (ss *subState) catchUp(node string, src *source, from, to uint64) error {
 		if recs[i].Seq > to {
 			break
 		}
+		if !ss.mayMatch(&recs[i]) {
+			last = recs[i].Seq
+			continue
+		}
 		ev := toEvent(node, inc, &recs[i])
 		hits = ss.own.Match(ev, hits[:0])
 		for _, h := range hits {
@@ -414,6 +433,36 @@ func (ss *subState) catchUp(node string, src *source, from, to uint64) error {
 		sp.attached = true
 	}
 	return nil
+}
+
+// mayMatch is a cheap test that rules out most records a catching-up
+// subscription cannot match, before the body is parsed: the model (or the
+// model it is derived from), and a named domain that must appear in the
+// body as a JSON string (unless the body has escapes, which could spell it
+// otherwise).
+func (ss *subState) mayMatch(r *eventlog.Record) bool {
+	m := ss.sub.Match
+	switch m.Model {
+	case "*", r.Model:
+	case dispatch.ModelPresence:
+		if r.Model != dispatch.ModelSubscriber {
+			return false
+		}
+	case dispatch.ModelAuditlogLite:
+		if r.Model != dispatch.ModelAuditlog {
+			return false
+		}
+	case dispatch.ModelCallOrigID:
+		if r.Model != dispatch.ModelCall {
+			return false
+		}
+	default:
+		return false
+	}
+	if ss.domainLit == nil || bytes.IndexByte(r.Body, '\\') >= 0 {
+		return true
+	}
+	return bytes.Contains(r.Body, ss.domainLit)
 }
 
 // Ack implements webhook.Source.
@@ -465,6 +514,15 @@ func (ss *subState) Suspended(_ string, r webhook.Result) {
 	if r.Err != nil {
 		ss.lastError, ss.lastErrorMs = errorText(r), time.Now().UnixMilli()
 	}
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // maxLastError bounds last-error.

@@ -22,7 +22,9 @@ const (
 	DefaultTimeout      = 15 * time.Second // whole request, unless Target.Timeout
 	idleConnTimeout     = 90 * time.Second // keep-alive connections are closed after this idle time
 	tcpKeepAlive        = 30 * time.Second
-	maxIdleConnsPerHost = 4
+	// maxIdleConnsPerHost keeps a connection per subscription when many
+	// subscriptions post to one receiver (a CRM), instead of reconnecting.
+	maxIdleConnsPerHost = 1024
 
 	snippetBytes  = 256      // of a response body kept in Result.BodySnippet
 	drainMaxBytes = 64 << 10 // of a response body read so the connection can be reused
