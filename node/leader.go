@@ -79,11 +79,6 @@ func (n *Node) ensureSelf(ctx context.Context) error {
 		}
 	})
 	now := time.Now().UnixMilli()
-	if me == nil || me.HTTPAddr != n.advHTTP || me.RaftAddr != n.advRaft || me.Witness != n.cfg.Witness || !nodeTok {
-		if err := n.applyChecked(ctx, n.registration(now)); err != nil {
-			return err
-		}
-	}
 	// The root token is committed once, by the node that bootstrapped the
 	// cluster. Once any super token exists it is not recreated, so revoking
 	// the root token sticks.
@@ -95,6 +90,13 @@ func (n *Node) ensureSelf(ctx context.Context) error {
 				return err
 			}
 			n.log.Info("committed the root token", "file", RootTokenFile)
+		}
+	}
+	// Registration last: readiness waits for it, so a ready node already
+	// accepts the root token.
+	if me == nil || me.HTTPAddr != n.advHTTP || me.RaftAddr != n.advRaft || me.Witness != n.cfg.Witness || !nodeTok {
+		if err := n.applyChecked(ctx, n.registration(now)); err != nil {
+			return err
 		}
 	}
 	return nil
