@@ -2,10 +2,14 @@ package dispatch
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
+	"strconv"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -99,4 +103,470 @@ func syntaxReason(err error) error {
 		return errors.New("invalid JSON: unexpected end of input")
 	}
 	return fmt.Errorf("invalid JSON: %w", err)
+}
+
+// The single-pass scanner below is what ParseIngest validates and compacts
+// events with. It accepts exactly what encoding/json accepts and, for
+// ParseIngest's error reasons to stay as they were, reports the first error
+// the way encoding/json's scanner and Decoder word it ("invalid character
+// 'x' after array element", depth limit included). It does not check UTF-8
+// outside strings: any non-ASCII byte there is a syntax error anyway, and
+// ParseIngest gives invalid UTF-8 anywhere precedence over other errors.
+
+// maxNestingDepth is encoding/json's limit on nested arrays and objects in
+// one value.
+const maxNestingDepth = 10000
+
+// strPlain marks the bytes a string scan can step over without a look: ASCII
+// from space on, except the quote and the backslash.
+var strPlain = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+func isSpace(c byte) bool {
+	return c <= ' ' && (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// skipSpace returns the index of the first non-whitespace byte of b at or
+// after i, or len(b).
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	return i
+}
+
+// errUnexpectedEnd is the reason for input that stops inside the object.
+func errUnexpectedEnd() error {
+	return &IngestError{Reason: "invalid JSON: unexpected end of input"}
+}
+
+// errInvalidUTF8 is the reason for input that is not valid UTF-8.
+func errInvalidUTF8() error {
+	return &IngestError{Reason: "event is not valid UTF-8"}
+}
+
+// scanError is encoding/json's scanner error for byte c in context.
+func scanError(c byte, context string) error {
+	return &IngestError{Reason: "invalid JSON: invalid character " + quoteChar(c) + " " + context}
+}
+
+// quoteChar formats c the way encoding/json's syntax errors do.
+func quoteChar(c byte) string {
+	switch c {
+	case '\'':
+		return `'\''`
+	case '"':
+		return `'"'`
+	}
+	s := strconv.Quote(string(rune(c)))
+	return "'" + s[1:len(s)-1] + "'"
+}
+
+const (
+	loBits = 0x0101010101010101
+	hiBits = 0x8080808080808080
+)
+
+// scanString scans the JSON string whose opening quote is b[i]. It returns
+// the index just past the closing quote and whether the string holds an
+// escape sequence.
+func scanString(b []byte, i int) (end int, escaped bool, err error) {
+	i++
+	for {
+		// Eight bytes at a time while none of them needs a look, then
+		// byte by byte near the end of b.
+		for {
+			if i+8 > len(b) {
+				for i < len(b) && strPlain[b[i]] {
+					i++
+				}
+				break
+			}
+			x := binary.LittleEndian.Uint64(b[i:])
+			// A byte's high bit is set in special if it is non-ASCII,
+			// or (for the lowest such byte at least) below 0x20, '"'
+			// or '\\'.
+			lt := x - 0x2020202020202020
+			quote := (x ^ 0x2222222222222222) - loBits
+			backslash := (x ^ 0x5c5c5c5c5c5c5c5c) - loBits
+			if special := (x | (lt|quote|backslash)&^x) & hiBits; special != 0 {
+				i += bits.TrailingZeros64(special) / 8
+				break
+			}
+			i += 8
+		}
+		if i >= len(b) {
+			return 0, false, errUnexpectedEnd()
+		}
+		switch c := b[i]; {
+		case c == '"':
+			return i + 1, escaped, nil
+		case c == '\\':
+			escaped = true
+			i++
+			if i >= len(b) {
+				return 0, false, errUnexpectedEnd()
+			}
+			switch b[i] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i++
+			case 'u':
+				i++
+				for k := 0; k < 4; k++ {
+					if i >= len(b) {
+						return 0, false, errUnexpectedEnd()
+					}
+					if !isHex(b[i]) {
+						return 0, false, scanError(b[i], `in \u hexadecimal character escape`)
+					}
+					i++
+				}
+			default:
+				return 0, false, scanError(b[i], "in string escape code")
+			}
+		case c < 0x20:
+			return 0, false, scanError(c, "in string literal")
+		default: // a multi-byte UTF-8 sequence
+			r, size := utf8.DecodeRune(b[i:])
+			if r == utf8.RuneError && size == 1 {
+				return 0, false, errInvalidUTF8()
+			}
+			i += size
+		}
+	}
+}
+
+// scanNumber scans the JSON number that starts at b[i] ('-' or a digit) and
+// returns the index just past it.
+func scanNumber(b []byte, i int) (int, error) {
+	if b[i] == '-' {
+		i++
+		if i >= len(b) {
+			return 0, errUnexpectedEnd()
+		}
+		if !isDigit(b[i]) {
+			return 0, scanError(b[i], "in numeric literal")
+		}
+	}
+	if b[i] == '0' {
+		i++
+	} else {
+		i++
+		for i < len(b) && isDigit(b[i]) {
+			i++
+		}
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		if i >= len(b) {
+			return 0, errUnexpectedEnd()
+		}
+		if !isDigit(b[i]) {
+			return 0, scanError(b[i], "after decimal point in numeric literal")
+		}
+		for i++; i < len(b) && isDigit(b[i]); i++ {
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if i >= len(b) {
+			return 0, errUnexpectedEnd()
+		}
+		if !isDigit(b[i]) {
+			return 0, scanError(b[i], "in exponent of numeric literal")
+		}
+		for i++; i < len(b) && isDigit(b[i]); i++ {
+		}
+	}
+	return i, nil
+}
+
+// scanLiteral scans lit (true, false or null), whose first byte is b[i], and
+// returns the index just past it.
+func scanLiteral(b []byte, i int, lit string) (int, error) {
+	for k := 1; k < len(lit); k++ {
+		i++
+		if i >= len(b) {
+			return 0, errUnexpectedEnd()
+		}
+		if b[i] != lit[k] {
+			return 0, scanError(b[i], "in literal "+lit+" (expecting "+quoteChar(lit[k])+")")
+		}
+	}
+	return i + 1, nil
+}
+
+// nestStack records, for each open container of a value, whether it is an
+// object (bit set) or an array. The first 64 levels need no allocation.
+type nestStack struct {
+	low  uint64
+	deep []uint64
+}
+
+func (s *nestStack) set(depth int, object bool) {
+	d := depth - 1
+	if d < 64 {
+		if object {
+			s.low |= 1 << d
+		} else {
+			s.low &^= 1 << d
+		}
+		return
+	}
+	d -= 64
+	for d/64 >= len(s.deep) {
+		s.deep = append(s.deep, 0)
+	}
+	if object {
+		s.deep[d/64] |= 1 << (d % 64)
+	} else {
+		s.deep[d/64] &^= 1 << (d % 64)
+	}
+}
+
+func (s *nestStack) object(depth int) bool {
+	d := depth - 1
+	if d < 64 {
+		return s.low&(1<<d) != 0
+	}
+	d -= 64
+	return s.deep[d/64]&(1<<(d%64)) != 0
+}
+
+// scanValue scans one JSON value starting at b[i] (after optional
+// whitespace) and appends it to out without insignificant whitespace. Nested
+// values are validated, not interpreted. It returns the index just past the
+// value, the extended out, and whether some element directly inside the
+// value (when it is a container) is not a string. Errors are worded as
+// encoding/json's Decoder words them for a value it reads.
+func scanValue(b []byte, i int, out []byte) (end int, _ []byte, nonString bool, err error) {
+	var stack nestStack
+	depth := 0
+	i = skipSpace(b, i)
+	run := i // start of the bytes not yet copied to out
+value:
+	for {
+		// At the start of a value: after a colon, a comma in an array, an
+		// opening bracket, or at the very beginning.
+		if i < len(b) && isSpace(b[i]) {
+			out = append(out, b[run:i]...)
+			i = skipSpace(b, i)
+			run = i
+		}
+		if i >= len(b) {
+			return 0, out, false, errUnexpectedEnd()
+		}
+		c := b[i]
+		if depth == 1 && c != '"' {
+			nonString = true
+		}
+		switch c {
+		case '"':
+			if i, _, err = scanString(b, i); err != nil {
+				return 0, out, false, err
+			}
+		case '{', '[':
+			depth++
+			if depth > maxNestingDepth {
+				return 0, out, false, scanError(c, "exceeded max depth")
+			}
+			stack.set(depth, c == '{')
+			i++
+			if i < len(b) && isSpace(b[i]) {
+				out = append(out, b[run:i]...)
+				i = skipSpace(b, i)
+				run = i
+			}
+			if i >= len(b) {
+				return 0, out, false, errUnexpectedEnd()
+			}
+			if c == '[' {
+				if b[i] == ']' {
+					i++
+					depth--
+					break // an empty array: on to the end of a value
+				}
+				continue value
+			}
+			if b[i] == '}' {
+				i++
+				depth--
+				break // an empty object
+			}
+			if b[i] != '"' {
+				return 0, out, false, scanError(b[i], "looking for beginning of object key string")
+			}
+			if i, out, run, err = scanNestedKey(b, i, out, run); err != nil {
+				return 0, out, false, err
+			}
+			continue value
+		case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+			if i, err = scanNumber(b, i); err != nil {
+				return 0, out, false, err
+			}
+		case 't':
+			if i, err = scanLiteral(b, i, "true"); err != nil {
+				return 0, out, false, err
+			}
+		case 'f':
+			if i, err = scanLiteral(b, i, "false"); err != nil {
+				return 0, out, false, err
+			}
+		case 'n':
+			if i, err = scanLiteral(b, i, "null"); err != nil {
+				return 0, out, false, err
+			}
+		default:
+			return 0, out, false, scanError(c, "looking for beginning of value")
+		}
+		// At the end of a value.
+		for {
+			if depth == 0 {
+				return i, append(out, b[run:i]...), nonString, nil
+			}
+			if i < len(b) && isSpace(b[i]) {
+				out = append(out, b[run:i]...)
+				i = skipSpace(b, i)
+				run = i
+			}
+			if i >= len(b) {
+				return 0, out, false, errUnexpectedEnd()
+			}
+			c := b[i]
+			if stack.object(depth) {
+				switch c {
+				case ',':
+					i++
+					if i < len(b) && isSpace(b[i]) {
+						out = append(out, b[run:i]...)
+						i = skipSpace(b, i)
+						run = i
+					}
+					if i >= len(b) {
+						return 0, out, false, errUnexpectedEnd()
+					}
+					if b[i] != '"' {
+						return 0, out, false, scanError(b[i], "looking for beginning of object key string")
+					}
+					if i, out, run, err = scanNestedKey(b, i, out, run); err != nil {
+						return 0, out, false, err
+					}
+					continue value
+				case '}':
+					i++
+					depth--
+					continue
+				}
+				return 0, out, false, scanError(c, "after object key:value pair")
+			}
+			switch c {
+			case ',':
+				i++
+				continue value
+			case ']':
+				i++
+				depth--
+				continue
+			}
+			return 0, out, false, scanError(c, "after array element")
+		}
+	}
+}
+
+// scanNestedKey scans a key of a nested object, whose opening quote is b[i],
+// and the colon after it, flushing skipped whitespace to out.
+func scanNestedKey(b []byte, i int, out []byte, run int) (int, []byte, int, error) {
+	i, _, err := scanString(b, i)
+	if err != nil {
+		return 0, out, run, err
+	}
+	if i < len(b) && isSpace(b[i]) {
+		out = append(out, b[run:i]...)
+		i = skipSpace(b, i)
+		run = i
+	}
+	if i >= len(b) {
+		return 0, out, run, errUnexpectedEnd()
+	}
+	if b[i] != ':' {
+		return 0, out, run, scanError(b[i], "after object key")
+	}
+	return i + 1, out, run, nil
+}
+
+// appendUnquoted appends the text of the JSON string whose contents (between
+// the quotes, already validated by scanString) are s, as encoding/json
+// decodes it: a lone or ill-paired surrogate escape becomes U+FFFD.
+func appendUnquoted(dst, s []byte) []byte {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c != '\\' {
+			dst = append(dst, c) // valid UTF-8: copied byte by byte
+			i++
+			continue
+		}
+		switch e := s[i+1]; e {
+		case 'b':
+			dst = append(dst, '\b')
+		case 'f':
+			dst = append(dst, '\f')
+		case 'n':
+			dst = append(dst, '\n')
+		case 'r':
+			dst = append(dst, '\r')
+		case 't':
+			dst = append(dst, '\t')
+		case 'u':
+			r := hex4(s[i+2 : i+6])
+			i += 6
+			if utf16.IsSurrogate(r) {
+				r1 := rune(-1)
+				if i+6 <= len(s) && s[i] == '\\' && s[i+1] == 'u' {
+					r1 = hex4(s[i+2 : i+6])
+				}
+				if d := utf16.DecodeRune(r, r1); d != utf8.RuneError {
+					r = d
+					i += 6
+				} else {
+					r = utf8.RuneError
+				}
+			}
+			dst = utf8.AppendRune(dst, r)
+			continue
+		default: // '"', '\\', '/'
+			dst = append(dst, e)
+		}
+		i += 2
+	}
+	return dst
+}
+
+// hex4 is the value of four hexadecimal digits.
+func hex4(h []byte) rune {
+	var r rune
+	for _, c := range h[:4] {
+		switch {
+		case c <= '9':
+			c -= '0'
+		case c <= 'F':
+			c -= 'A' - 10
+		default:
+			c -= 'a' - 10
+		}
+		r = r<<4 | rune(c)
+	}
+	return r
 }
