@@ -171,6 +171,7 @@ func (e *Engine) Run(ctx context.Context) {
 // readLoop is the reader of one source log.
 func (e *Engine) readLoop(ctx context.Context, src *source) {
 	var hits []match.Hit
+	var evs []*dispatch.Event
 	for {
 		changed := src.log.Changed()
 		inc := src.log.Incarnation()
@@ -208,13 +209,20 @@ func (e *Engine) readLoop(ctx context.Context, src *source) {
 		if recs[0].Seq != from {
 			e.log.Warn("events were trimmed before they were read", "source", src.node, "from", from, "first", recs[0].Seq)
 		}
+		// Parse outside the lock what matching needs (the scope), so
+		// workers are not held up by it.
+		evs = evs[:0]
+		for i := range recs {
+			ev := toEvent(src.node, inc, &recs[i])
+			ev.Scope()
+			evs = append(evs, ev)
+		}
 		e.mu.Lock()
 		if src.inc != inc {
 			e.mu.Unlock()
 			continue
 		}
-		for i := range recs {
-			ev := toEvent(src.node, inc, &recs[i])
+		for _, ev := range evs {
 			hits = e.index.Match(ev, hits[:0])
 			for _, h := range hits {
 				if ss := e.subs[h.SubID]; ss != nil {

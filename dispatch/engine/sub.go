@@ -377,9 +377,10 @@ func (ss *subState) initSource(node string, src *source) error {
 	if first := l.FirstSeq(); pos+1 < first {
 		pos = first - 1 // trimmed (retention): counted as dropped when trimmed
 	}
-	if last := l.LastSeq(); pos > last {
-		pos = last
-	}
+	// A position past the log's end (a copy of a peer's log that lags the
+	// cursor the previous owner committed) is kept: the subscription
+	// waits for the copy to pass it rather than deliver again what the
+	// cursor covers.
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if ss.srcs[node] == nil {
