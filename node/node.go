@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -133,6 +134,9 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	}
 	n.api.MountInternal(http.MethodGet, "/internal/v1/log", peer.Handler(n.pipe.events, logger))
 	n.api.MountLocal(http.MethodGet, "/metrics", n.metricsHandler())
+	// Profiles, for the same callers as /metrics.
+	n.api.MountLocal(http.MethodGet, "/debug/pprof/*", http.HandlerFunc(pprof.Index))
+	n.api.MountLocal(http.MethodGet, "/debug/pprof/profile", http.HandlerFunc(pprof.Profile))
 	n.httpSrv = &http.Server{
 		Handler:           n.api.Handler(),
 		ReadHeaderTimeout: httpReadHeaderTimeout,
