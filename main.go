@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -22,9 +24,11 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/coder/websocket"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/hookswitch/hookswitch/dispatch/match"
 	"github.com/hookswitch/hookswitch/httpapi"
 	"github.com/hookswitch/hookswitch/httpapi/client"
 	"github.com/hookswitch/hookswitch/node"
@@ -63,7 +67,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&cf.token, "token", "", "API token (env HOOKSWITCH_TOKEN; default: the local data dir's root-token)")
 	root.PersistentFlags().StringVar(&cf.dataDir, "client-data-dir", "", "data dir whose root-token the client may read (default ./hookswitch-data, then "+node.DefaultDataDir+")")
 	root.PersistentFlags().BoolVar(&cf.json, "json", false, "print JSON instead of a table")
-	root.AddCommand(newAgentCmd(), newSubCmd(cf), newTokenCmd(cf), newStatusCmd(cf))
+	root.AddCommand(newAgentCmd(), newSubCmd(cf), newTokenCmd(cf), newStatusCmd(cf), newTailCmd(cf))
 	root.AddCommand(newClusterCmds(cf)...)
 	return root
 }
@@ -691,4 +695,151 @@ func newClusterCmds(cf *clientFlags) []*cobra.Command {
 			return cf.output(c, map[string]string{"removed": args[0]}, func(w *tabwriter.Writer) { fmt.Fprintln(w, "removed", args[0]) })
 		}}
 	return []*cobra.Command{join, leave, members, drainer("drain", true), drainer("undrain", false), remove}
+}
+
+// ---- tail ----
+
+// newTailCmd is `hookswitch tail`: the node's websocket event stream
+// (GET /v1/events/ws) in the terminal, one JSON object per line, until
+// Ctrl-C. --model and --filter become the connection's filter message;
+// they are also applied here, so events sent before the node confirmed
+// the filters (a --since replay starts at once) are not printed either.
+func newTailCmd(cf *clientFlags) *cobra.Command {
+	var models, filters []string
+	var since string
+	var pretty bool
+	cmd := &cobra.Command{
+		Use:   "tail [--model M] [--filter prop=value ...] [--since X] [--pretty]",
+		Short: "Print live events, one JSON object per line, until Ctrl-C",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			var fl []match.Filter
+			for _, m := range models {
+				if m = strings.TrimSpace(m); m != "" {
+					fl = append(fl, match.Filter{Property: "model", Value: m})
+				}
+			}
+			for _, kv := range filters {
+				prop, val, ok := strings.Cut(kv, "=")
+				if !ok || strings.TrimSpace(prop) == "" {
+					return fmt.Errorf("--filter %q: want property=value (value * for any)", kv)
+				}
+				fl = append(fl, match.Filter{Property: strings.TrimSpace(prop), Value: val})
+			}
+			fs, err := match.NewFilterSet(fl)
+			if err != nil {
+				return err
+			}
+			addr, token := cf.tailTarget()
+			u, err := url.Parse(strings.TrimRight(addr, "/") + httpapi.WSPath)
+			if err != nil {
+				return fmt.Errorf("--addr %q: %w", addr, err)
+			}
+			q := u.Query()
+			if len(models) > 0 {
+				q.Set("model", strings.Join(models, ","))
+			}
+			if since != "" {
+				q.Set("since", since)
+			}
+			u.RawQuery = q.Encode()
+			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			hdr := http.Header{}
+			if token != "" {
+				hdr.Set("Authorization", "Bearer "+token)
+			}
+			conn, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{HTTPHeader: hdr})
+			if err != nil {
+				if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+					var e struct {
+						Error string `json:"error"`
+					}
+					if resp.Body != nil {
+						_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e)
+					}
+					return fmt.Errorf("%s: %s %s", u.Redacted(), resp.Status, e.Error)
+				}
+				return err
+			}
+			defer conn.CloseNow()
+			conn.SetReadLimit(1 << 20)
+			const corr = "hookswitch-tail"
+			if len(fl) > 0 {
+				msg, _ := json.Marshal(map[string]any{"type": "filter", "correlationId": corr, "filters": fl})
+				if err := conn.Write(ctx, websocket.MessageText, msg); err != nil {
+					return err
+				}
+			}
+			out := c.OutOrStdout()
+			for {
+				_, data, err := conn.Read(ctx)
+				if err != nil {
+					if ctx.Err() != nil {
+						_ = conn.Close(websocket.StatusNormalClosure, "")
+						return nil
+					}
+					if code := websocket.CloseStatus(err); code != -1 {
+						var ce websocket.CloseError
+						errors.As(err, &ce)
+						return fmt.Errorf("the node closed the stream: %d %s", int(code), ce.Reason)
+					}
+					return err
+				}
+				dec := json.NewDecoder(bytes.NewReader(data))
+				dec.UseNumber()
+				var obj map[string]any
+				if dec.Decode(&obj) != nil {
+					continue
+				}
+				if _, isEvent := obj["event-id"]; !isEvent {
+					if obj["correlationId"] == corr && obj["type"] == "error" {
+						return fmt.Errorf("the node refused the filters: %v", obj["error"])
+					}
+					continue // our success reply, or something newer than this client
+				}
+				if !fs.Match(obj) {
+					continue
+				}
+				line := data
+				if pretty {
+					var ind bytes.Buffer
+					if json.Indent(&ind, data, "", "  ") == nil {
+						line = ind.Bytes()
+					}
+				}
+				if _, err := out.Write(append(line, '\n')); err != nil {
+					return err
+				}
+			}
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&models, "model", nil, "only events of these models (repeat or comma-separate)")
+	f.StringArrayVar(&filters, "filter", nil, "only events whose property has this value, prop=value (* for any value; repeat: same property OR-ed, different properties AND-ed)")
+	f.StringVar(&since, "since", "", "first replay from an event-id (the events after it) or an RFC3339 time, then go live")
+	f.BoolVar(&pretty, "pretty", false, "indent each event")
+	return cmd
+}
+
+// tailTarget is the node address and token as client() finds them.
+func (cf *clientFlags) tailTarget() (addr, token string) {
+	addr = firstNonEmpty(cf.addr, os.Getenv(envPrefix+"ADDR"), defaultAddr)
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	token = firstNonEmpty(cf.token, os.Getenv(envPrefix+"TOKEN"))
+	if token == "" {
+		dirs := []string{node.DefaultDevDataDir, node.DefaultDataDir}
+		if cf.dataDir != "" {
+			dirs = []string{cf.dataDir}
+		}
+		for _, d := range dirs {
+			if b, err := os.ReadFile(filepath.Join(d, node.RootTokenFile)); err == nil {
+				token = strings.TrimSpace(string(b))
+				break
+			}
+		}
+	}
+	return addr, token
 }

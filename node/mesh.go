@@ -79,14 +79,22 @@ func (m *mesh) mirror(node string) (*peer.Mirror, error) {
 		return mr, nil
 	}
 	path := filepath.Join(m.p.n.cfg.DataDir, PeersDir, node+".db")
+	cfg := &m.p.n.cfg
+	// A copy follows its peer's trimming (trim notices: the peer counts
+	// what its retention drops unread, then the copy drops it). Its own
+	// limits, a margin above the peer's, only act when the peer cannot
+	// tell (it is down), so that a copy never drops an event first.
 	mr, err := peer.OpenMirror(path, eventlog.Options{
-		Retention: m.p.n.cfg.Retention, RetentionBytes: m.p.n.cfg.RetentionBytes, Logger: m.p.n.log,
+		Retention:      cfg.Retention + max(cfg.Retention/10, 10*cfg.TrimInterval),
+		RetentionBytes: cfg.RetentionBytes + cfg.RetentionBytes/8,
+		Logger:         m.p.n.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: mirror of %s: %w", node, err)
 	}
 	m.mirrors[node] = mr
 	m.p.engine.AddSource(node, mr)
+	m.p.wsHub.AddSource(node, mr)
 	return mr, nil
 }
 
@@ -144,6 +152,9 @@ func (m *mesh) startTailer(ctx context.Context, id string) {
 	t := &peer.Tailer{
 		Node: id, Mirror: mr, Token: n.nodeToken, Scheme: scheme, Logger: n.log,
 		Client: m.client,
+		// Events the peer dropped (and counted) are not delivered from
+		// memory either.
+		Trimmed: func() { m.p.engine.Trimmed(id) },
 		Addr: func() (string, bool) {
 			var addr string
 			n.fsm.Read(func(st *fsm.State) {
@@ -165,17 +176,21 @@ func (m *mesh) startTailer(ctx context.Context, id string) {
 	}()
 }
 
-// trim applies retention to the mirrors.
+// trim applies the mirrors' own retention (see mirror).
 func (m *mesh) trim() {
 	m.mu.Lock()
-	mirrors := make([]*peer.Mirror, 0, len(m.mirrors))
-	for _, mr := range m.mirrors {
-		mirrors = append(mirrors, mr)
+	mirrors := make(map[string]*peer.Mirror, len(m.mirrors))
+	for id, mr := range m.mirrors {
+		mirrors[id] = mr
 	}
 	m.mu.Unlock()
-	for _, mr := range mirrors {
-		if _, err := mr.Trim(mr.FirstSeq(), nil); err != nil {
-			m.p.log.Warn("trimming a peer's copy failed", "err", err)
+	for id, mr := range mirrors {
+		st, err := mr.Trim(mr.FirstSeq(), nil)
+		if err != nil {
+			m.p.log.Warn("trimming a peer's copy failed", "peer", id, "err", err)
+		}
+		if st.Dropped > 0 {
+			m.p.engine.Trimmed(id)
 		}
 	}
 }

@@ -30,6 +30,10 @@ func (n *Node) metricsHandler() http.Handler {
 	counter("hookswitch_webhook_errors_total", "Failed webhook POST attempts since start.", func() float64 { return float64(p.engine.Totals().Errors) })
 	counter("hookswitch_webhook_events_total", "Events delivered to webhooks since start.", func() float64 { return float64(p.engine.Totals().Events) })
 	gauge("hookswitch_subscriptions_sending", "Subscriptions this node sends now.", func() float64 { return float64(p.engine.Totals().Running) })
+	gauge("hookswitch_websocket_connections", "Websocket connections open now.", func() float64 { return float64(p.wsHub.Stats().Connections) })
+	counter("hookswitch_websocket_connections_total", "Websocket connections opened since start.", func() float64 { return float64(p.wsHub.Stats().Opened) })
+	counter("hookswitch_websocket_events_sent_total", "Events sent to websocket connections since start.", func() float64 { return float64(p.wsHub.Stats().Sent) })
+	counter("hookswitch_websocket_slow_disconnects_total", "Websocket connections closed for not keeping up.", func() float64 { return float64(p.wsHub.Stats().SlowDisconnects) })
 	gauge("hookswitch_raft_leader", "1 when this node is the raft leader.", func() float64 {
 		if n.raft.State() == raft.Leader {
 			return 1
