@@ -99,6 +99,13 @@ func (s *Server) createSub(c echo.Context) error {
 		return s.applyErr(c, err)
 	}
 	if errors.Is(res.Err, fsm.ErrExists) {
+		// A create retried after a lost answer (leadership moved) may find
+		// its own first attempt committed: that is a success.
+		if cur, ok := s.lookup(c, sub.ID); ok && cur.Secret == sub.Secret && cur.CreatedMs == sub.CreatedMs && cur.HomeNode == sub.HomeNode {
+			v := viewOf(cur)
+			v.Secret = cur.Secret
+			return c.JSON(http.StatusCreated, v)
+		}
 		return fail(c, http.StatusConflict, "id", "a subscription with this id exists")
 	}
 	if res.Err != nil {

@@ -114,11 +114,13 @@ func (n *Node) Join(ctx context.Context, req httpapi.JoinRequest, presented stri
 		return ErrJoinRefused
 	}
 	if n.raft.State() != raft.Leader {
-		addr, err := n.leaderHTTP()
+		addr, self, err := n.leaderHTTP(ctx)
 		if err != nil {
 			return err
 		}
-		return n.postCluster(ctx, addr, "/v1/cluster/join", presented, req)
+		if !self {
+			return n.postCluster(ctx, addr, "/v1/cluster/join", presented, req)
+		}
 	}
 	cf := n.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
@@ -154,32 +156,53 @@ func (n *Node) Join(ctx context.Context, req httpapi.JoinRequest, presented stri
 	return nil
 }
 
-func (n *Node) leaderHTTP() (string, error) {
-	_, id := n.raft.LeaderWithID()
-	if id == "" {
-		return "", errors.New("no leader now; try again")
-	}
-	var addr string
-	n.fsm.Read(func(st *fsm.State) {
-		if nd, ok := st.Nodes[string(id)]; ok {
-			addr = nd.HTTPAddr
+// leaderHTTP returns the leader's HTTP address, or self=true when this
+// node leads. During an election (or just after handing leadership over)
+// it waits for a leader, up to raftChangeTimeout or the end of ctx, so a
+// membership request is forwarded instead of failing.
+func (n *Node) leaderHTTP(ctx context.Context) (addr string, self bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, raftChangeTimeout)
+	defer cancel()
+	for {
+		if n.raft.State() == raft.Leader {
+			return "", true, nil
 		}
-	})
-	if addr == "" {
-		return "", fmt.Errorf("leader %s has no known HTTP address yet", id)
+		_, id := n.raft.LeaderWithID()
+		switch {
+		case id == "" || id == raft.ServerID(n.id):
+			err = errors.New("no leader now; try again")
+		default:
+			n.fsm.Read(func(st *fsm.State) {
+				if nd, ok := st.Nodes[string(id)]; ok {
+					addr = nd.HTTPAddr
+				}
+			})
+			if addr != "" {
+				return addr, false, nil
+			}
+			err = fmt.Errorf("leader %s has no known HTTP address yet", id)
+		}
+		select {
+		case <-ctx.Done():
+			return "", false, err
+		case <-n.ctx.Done():
+			return "", false, ErrStopped
+		case <-time.After(leaderWaitPoll):
+		}
 	}
-	return addr, nil
 }
 
 // RemoveNode implements httpapi.Internal: remove a node from raft and the
 // state (its subscriptions are reassigned by the reconciler).
 func (n *Node) RemoveNode(ctx context.Context, id string) error {
 	if n.raft.State() != raft.Leader {
-		addr, err := n.leaderHTTP()
+		addr, self, err := n.leaderHTTP(ctx)
 		if err != nil {
 			return err
 		}
-		return n.callCluster(ctx, http.MethodDelete, addr, "/v1/cluster/nodes/"+id, n.nodeToken, nil)
+		if !self {
+			return n.callCluster(ctx, http.MethodDelete, addr, "/v1/cluster/nodes/"+id, n.nodeToken, nil)
+		}
 	}
 	if id == n.id {
 		// The leader removing itself hands leadership over first.

@@ -47,11 +47,13 @@ type pipeline struct {
 	fenced    atomic.Bool
 
 	mu       sync.Mutex
-	inflight *fsm.NodeReport   // sent, not known to be committed: resent as is
-	dropped  map[string]uint64 // dropped-count deltas from trimming
-	renewed  chan struct{}     // closed when a report commits
-	lastSeq  uint64
-	reports  uint64 // reports built
+	inflight *fsm.NodeReport // sent, not known to be committed: resent as is
+	// inflightSent is when inflight was first sent.
+	inflightSent time.Time
+	dropped      map[string]uint64 // dropped-count deltas from trimming
+	renewed      chan struct{}     // closed when a report commits
+	lastSeq      uint64
+	reports      uint64 // reports built
 }
 
 // fullReportEvery: every this many reports, the cursors of idle
@@ -273,9 +275,12 @@ func (p *pipeline) report(ctx context.Context) error {
 	if r == nil {
 		r = p.buildReport()
 		p.inflight = r
+		// The lease runs from the report's first send: a retry may find
+		// it committed long ago, and the leader counts from then.
+		p.inflightSent = time.Now()
 	}
+	sent := p.inflightSent
 	p.mu.Unlock()
-	sent := time.Now()
 	res, err := p.n.Apply(ctx, r)
 	if err == nil {
 		err = res.Err

@@ -34,6 +34,10 @@ func (r *reconciler) run(ctx context.Context) {
 	t := time.NewTicker(r.tick())
 	defer t.Stop()
 	for {
+		// Taken before the step, so that what the step itself commits
+		// (a health verdict, after which the assignment is decided on the
+		// next round) wakes the loop at once instead of at the next tick.
+		changed := r.n.fsm.Changed()
 		if err := r.step(ctx, time.Now()); err != nil && ctx.Err() == nil {
 			r.n.log.Warn("reconciler step failed", "err", err)
 		}
@@ -41,14 +45,14 @@ func (r *reconciler) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-r.n.fsm.Changed():
+		case <-changed:
 		}
 	}
 }
 
 // step runs one round: health first, then assignment, then expiry.
 func (r *reconciler) step(ctx context.Context, now time.Time) error {
-	var health []fsm.Command
+	var health []*fsm.SetHealth
 	var nodes []fsm.Candidate
 	var moves []fsm.Move
 	var expired []string
@@ -84,6 +88,11 @@ func (r *reconciler) step(ctx context.Context, now time.Time) error {
 		if err := r.n.applyChecked(ctx, c); err != nil {
 			return err
 		}
+		verdict := fsm.HealthDown
+		if c.Up {
+			verdict = fsm.HealthUp
+		}
+		r.n.log.Info("node health changed", "of", c.Node, "health", verdict)
 	}
 	if len(health) > 0 {
 		// Assignment is decided on the state with the new health.
