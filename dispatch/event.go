@@ -58,12 +58,12 @@ type Event struct {
 	Body     []byte // the source object as compact JSON, WITHOUT event-id/node/ingest-time
 
 	parsed atomic.Pointer[parsedEvent]
+	scope  atomic.Pointer[Scope] // cached apart from parsed: most matching needs only the scope
 }
 
 // parsedEvent is the lazily computed, shared, read-only view of Body.
 type parsedEvent struct {
 	fields map[string]any
-	scope  Scope
 	err    error
 }
 
@@ -153,8 +153,28 @@ func (e *Event) Fields() (map[string]any, error) {
 // models the domain is target_domain (else target-domain, else domain):
 // auditlog domain filtering uses the domain acted upon. Values that are
 // neither strings nor arrays of strings are ignored (ingest rejects them).
+// The values are those of the map Fields decodes Body to (so the last of
+// duplicate members counts, and a body that does not decode has an empty
+// scope), but Scope does not build that map: one scan of Body reads only
+// the scope members (see scanScope).
+//
+// The result is computed once and shared: treat its slices as read-only.
 func (e *Event) Scope() Scope {
-	return e.parse().scope
+	if s := e.scope.Load(); s != nil {
+		return *s
+	}
+	s := scanScope(e.Model, e.Body)
+	if s == nil {
+		// Not a body scanScope vouches for (invalid, or invalid UTF-8 in
+		// a string): the map Fields decodes defines the scope.
+		fs := scopeOf(e.Model, e.parse().fields)
+		s = &fs
+	}
+	// Another goroutine may have won the race; both results are equal, keep one.
+	if !e.scope.CompareAndSwap(nil, s) {
+		s = e.scope.Load()
+	}
+	return *s
 }
 
 func (e *Event) parse() *parsedEvent {
@@ -174,7 +194,6 @@ func (e *Event) parse() *parsedEvent {
 	if p.fields == nil {
 		p.fields = make(map[string]any, 3)
 	}
-	p.scope = scopeOf(e.Model, p.fields)
 	p.fields[FieldEventID] = e.ID
 	p.fields[FieldNode] = e.Node
 	p.fields[FieldIngestTime] = json.Number(strconv.FormatInt(e.IngestMs, 10))
@@ -185,6 +204,8 @@ func (e *Event) parse() *parsedEvent {
 	return p
 }
 
+// scopeOf is the scope of an event of model whose body decodes to f: what
+// defines Scope, and what it is computed with when scanScope gives up.
 func scopeOf(model string, f map[string]any) Scope {
 	s := Scope{
 		Reseller: stringsOf(f[FieldReseller]),
@@ -199,6 +220,224 @@ func scopeOf(model string, f map[string]any) Scope {
 		}
 	}
 	return s
+}
+
+// Members scanScope looks for, in the order of scopeSlots.
+const (
+	slotReseller = iota
+	slotDomain
+	slotUser
+	slotTargetDomain
+	slotTargetDomainKebab
+	numScopeSlots
+)
+
+// scopeSlot is the slot of the (unescaped) key of a member, or -1.
+func scopeSlot(key []byte) int {
+	switch string(key) {
+	case FieldReseller:
+		return slotReseller
+	case FieldDomain:
+		return slotDomain
+	case FieldUser:
+		return slotUser
+	case fieldTargetDomain:
+		return slotTargetDomain
+	case fieldTargetDomainKebab:
+		return slotTargetDomainKebab
+	}
+	return -1
+}
+
+// noScope is the shared scope of events without any scope member.
+var noScope Scope
+
+// scopeBox holds a Scope and, in the same allocation, the strings of the
+// common small scopes.
+type scopeBox struct {
+	scope  Scope
+	inline [6]string
+}
+
+// scanScope computes scopeOf(model, fields) of the body b, where fields is
+// what encoding/json decodes b to, with one scan of b that only reads the
+// scope members, or returns nil when b is not exactly one valid JSON object
+// (then encoding/json defines the result). It costs two allocations (the
+// Scope with up to six strings' headers, and the text of all its strings),
+// or none when the event has no scope member.
+//
+// Equivalence with decoding into a map: keys compare unescaped; the last of
+// duplicate members wins (as the map keeps the last); a string value gives
+// one string, an array value its string elements (an empty, non-nil slice
+// when it has none), any other value nil. encoding/json decodes the whole
+// body as one value, so member values nest at most maxNestingDepth-1 deep;
+// deeper, decoding fails and the scope is empty, which the fallback gives.
+func scanScope(model string, b []byte) *Scope {
+	i, ok := objectStart(b)
+	if !ok {
+		if skipSpace(b, 0) == len(b) {
+			return &noScope // an empty body reads as {}
+		}
+		return nil
+	}
+	// The value of each scope member; end 0 when absent (b[0] is at best
+	// '{'), escaped when the value is a string with an escape sequence.
+	type span struct {
+		at, end int
+		escaped bool
+	}
+	var vals [numScopeSlots]span
+	var keyBuf [maxKeyBuf]byte
+	// The member loop of nextMember, written out: this is the hot path of
+	// event delivery.
+	for first := true; ; first = false {
+		if i < len(b) && isSpace(b[i]) {
+			i = skipSpace(b, i)
+		}
+		if i >= len(b) {
+			return nil
+		}
+		if b[i] == '}' {
+			i++
+			break
+		}
+		if !first {
+			if b[i] != ',' {
+				return nil
+			}
+			if i++; i < len(b) && isSpace(b[i]) {
+				i = skipSpace(b, i)
+			}
+			if i >= len(b) || b[i] != '"' {
+				return nil
+			}
+		} else if b[i] != '"' {
+			return nil
+		}
+		keyAt := i
+		// See plainEnd.
+		end, escaped := plainEnd(b, i+1), false
+		var err error
+		if end < len(b) && b[end] == '"' {
+			end++
+		} else if end, escaped, err = scanString(b, i); err != nil {
+			return nil
+		}
+		key := b[keyAt+1 : end-1]
+		if i = end; i < len(b) && isSpace(b[i]) {
+			i = skipSpace(b, i)
+		}
+		if i >= len(b) || b[i] != ':' {
+			return nil
+		}
+		if i++; i < len(b) && isSpace(b[i]) {
+			i = skipSpace(b, i)
+		}
+		valAt, valEscaped := i, false
+		if i < len(b) && b[i] == '"' {
+			if j := plainEnd(b, i+1); j < len(b) && b[j] == '"' {
+				i = j + 1
+			} else if i, valEscaped, err = scanString(b, i); err != nil {
+				return nil
+			}
+		} else {
+			var ok bool
+			if i, _, ok = skipValue(b, i, maxNestingDepth-1); !ok {
+				return nil
+			}
+		}
+		if escaped {
+			if len(key) > len(keyBuf) {
+				continue // too long to be a scope member's name
+			}
+			key = appendUnquoted(keyBuf[:0], key) // never longer than key: stays in keyBuf
+		}
+		if len(key) < len(FieldUser) || len(key) > len(fieldTargetDomain) {
+			continue
+		}
+		if slot := scopeSlot(key); slot >= 0 {
+			vals[slot] = span{valAt, i, valEscaped}
+		}
+	}
+	if skipSpace(b, i) != len(b) {
+		return nil // the fallback decides what data after the object means
+	}
+	sel := [3]span{vals[slotReseller], vals[slotDomain], vals[slotUser]}
+	if model == ModelAuditlog || model == ModelAuditlogLite {
+		if vals[slotTargetDomain].end > 0 {
+			sel[1] = vals[slotTargetDomain]
+		} else if vals[slotTargetDomainKebab].end > 0 {
+			sel[1] = vals[slotTargetDomainKebab]
+		}
+	}
+
+	// Find the strings, and the size of their text, so that their
+	// headers and their text each take one allocation.
+	var spanBuf [8]span
+	spans := spanBuf[:0] // of the strings' contents, in order
+	var counts [3]int    // strings per selected member
+	var kinds [3]byte    // '"' or '[' when the member gives a (maybe empty) list
+	size := 0
+	for x, v := range sel {
+		if v.end == 0 {
+			continue
+		}
+		switch c := b[v.at]; c {
+		case '"':
+			kinds[x], counts[x] = c, 1
+			spans = append(spans, span{v.at + 1, v.end - 1, v.escaped})
+			size += v.end - v.at - 2
+		case '[':
+			kinds[x] = c
+			for j := v.at + 1; ; {
+				s, escaped, next, ok := nextString(b, j)
+				if !ok {
+					break
+				}
+				counts[x]++
+				spans = append(spans, span{next - 1 - len(s), next - 1, escaped})
+				size += len(s) // unescaping never makes a string longer
+				j = next
+			}
+		}
+	}
+	if kinds == [3]byte{} {
+		return &noScope
+	}
+	box := new(scopeBox)
+	strs := box.inline[:]
+	if len(spans) > len(strs) {
+		strs = make([]string, len(spans))
+	}
+	var text strings.Builder
+	text.Grow(size)
+	for k, sp := range spans {
+		strs[k] = appendScopeString(&text, b[sp.at:sp.end], sp.escaped)
+	}
+	var out [3][]string
+	k := 0
+	for x, kind := range kinds {
+		if kind != 0 {
+			out[x] = strs[k : k+counts[x] : k+counts[x]] // capped: appending to one never overwrites another
+			k += counts[x]
+		}
+	}
+	box.scope = Scope{Reseller: out[0], Domain: out[1], User: out[2]}
+	return &box.scope
+}
+
+// appendScopeString writes the text of the valid JSON string whose contents
+// are s to text and returns it, sharing text's memory.
+func appendScopeString(text *strings.Builder, s []byte, escaped bool) string {
+	start := text.Len()
+	if escaped {
+		var buf [64]byte
+		text.Write(appendUnquoted(buf[:0], s))
+	} else {
+		text.Write(s)
+	}
+	// Builder only ever appends: earlier strings stay as they are.
+	return text.String()[start:]
 }
 
 func stringsOf(v any) []string {
@@ -223,33 +462,81 @@ func stringsOf(v any) []string {
 // member set to model. Member order and values are kept byte for byte.
 func (e *Event) Derived(model string, keep []string) (*Event, error) {
 	out := make([]byte, 0, len(e.Body)+len(model))
-	out = append(out, '{')
-	n := 0
-	member := func(key string, val []byte) {
-		if n > 0 {
+	out = append(out, `{"`+FieldModel+`":`...)
+	out = AppendJSONString(out, model)
+	if o, ok := appendKept(out, e.Body, keep); ok {
+		out = o
+	} else {
+		// Not a compact valid object: encoding/json reads it, compacts
+		// the values, and words the error if any.
+		err := forEachMemberDecoder(e.Body, func(key string, val []byte) error {
+			if key == FieldModel || keep != nil && !contains(keep, key) {
+				return nil
+			}
 			out = append(out, ',')
-		}
-		n++
-		out = AppendJSONString(out, key)
-		out = append(out, ':')
-		out = append(out, val...)
-	}
-	member(FieldModel, AppendJSONString(nil, model))
-	err := forEachMember(e.Body, func(key string, val []byte) error {
-		if key == FieldModel {
+			out = AppendJSONString(out, key)
+			out = append(out, ':')
+			out = append(out, val...)
 			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("event %s: derive %s: %w", e.ID, model, err)
 		}
-		if keep != nil && !contains(keep, key) {
-			return nil
-		}
-		member(key, val)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("event %s: derive %s: %w", e.ID, model, err)
 	}
 	out = append(out, '}')
 	return &Event{ID: e.ID, Node: e.Node, Seq: e.Seq, IngestMs: e.IngestMs, Model: model, Body: out}, nil
+}
+
+// appendKept appends to out, each after a comma, the members of the object
+// body but "model" whose key is in keep (all when keep is nil), as
+// forEachMember gives them: the key unescaped and re-encoded by
+// AppendJSONString, the value compacted. It does so in one scan of body
+// when body is a valid object whose values are compact (as stored bodies
+// are) and otherwise reports false; out may then hold a partial result past
+// its original length.
+func appendKept(out, body []byte, keep []string) ([]byte, bool) {
+	i, ok := objectStart(body)
+	if !ok {
+		return out, false
+	}
+	var keyBuf [maxKeyBuf]byte
+	for first := true; ; first = false {
+		m, next, more, ok := nextMember(body, i, first, maxNestingDepth)
+		if !ok || m.space {
+			return out, false
+		}
+		i = next
+		if !more {
+			break
+		}
+		key := m.key(body)
+		if m.escaped {
+			key = appendUnquoted(keyBuf[:0], key)
+		}
+		if string(key) == FieldModel || keep != nil && !containsBytes(keep, key) {
+			continue
+		}
+		out = append(out, ',')
+		if m.escaped {
+			out = AppendJSONString(out, string(key))
+		} else {
+			// Valid UTF-8 without escapes, quotes or control
+			// characters: AppendJSONString would write it as it is.
+			out = append(out, body[m.keyAt:m.keyEnd]...)
+		}
+		out = append(out, ':')
+		out = append(out, body[m.valAt:m.valEnd]...)
+	}
+	return out, skipSpace(body, i) == len(body)
+}
+
+func containsBytes(list []string, s []byte) bool {
+	for _, x := range list {
+		if x == string(s) {
+			return true
+		}
+	}
+	return false
 }
 
 func contains(list []string, s string) bool {

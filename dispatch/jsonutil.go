@@ -57,7 +57,61 @@ var errNotObject = errors.New("not a JSON object")
 // forEachMember calls fn for each top-level member of the JSON object obj, in
 // order, with the unescaped key and the compacted raw value. It fails when
 // obj is not exactly one JSON object. val is only valid during the call.
+//
+// Objects whose member values hold no whitespace (event bodies, as
+// ParseIngest compacts them) are validated by one scan and walked by a
+// second, with val a slice of obj; anything else goes to the encoding/json
+// based forEachMemberDecoder. The fast path calls fn only once all of obj is
+// validated, so the fallback never follows calls already made.
 func forEachMember(obj []byte, fn func(key string, val []byte) error) error {
+	i, ok := compactObject(obj)
+	if !ok {
+		return forEachMemberDecoder(obj, fn)
+	}
+	var keyBuf [maxKeyBuf]byte
+	for first := true; ; first = false {
+		m, next, more, _ := nextMember(obj, i, first, maxNestingDepth)
+		if !more {
+			return nil
+		}
+		i = next
+		var key string
+		if m.escaped {
+			key = string(appendUnquoted(keyBuf[:0], m.key(obj)))
+		} else {
+			key = string(m.key(obj))
+		}
+		if err := fn(key, obj[m.valAt:m.valEnd:m.valEnd]); err != nil {
+			return err
+		}
+	}
+}
+
+// compactObject reports whether obj is exactly one valid JSON object in
+// valid UTF-8 (whitespace allowed around it and between its members) whose
+// member values hold no whitespace, and returns the index just past its
+// opening brace.
+func compactObject(obj []byte) (int, bool) {
+	start, ok := objectStart(obj)
+	if !ok {
+		return 0, false
+	}
+	i := start
+	for first := true; ; first = false {
+		m, next, more, ok := nextMember(obj, i, first, maxNestingDepth)
+		if !ok || m.space {
+			return 0, false
+		}
+		i = next
+		if !more {
+			return start, skipSpace(obj, i) == len(obj)
+		}
+	}
+}
+
+// forEachMemberDecoder is forEachMember's general path: encoding/json's
+// Decoder reads the members and json.Compact compacts their values.
+func forEachMemberDecoder(obj []byte, fn func(key string, val []byte) error) error {
 	dec := json.NewDecoder(bytes.NewReader(obj))
 	dec.UseNumber()
 	tok, err := dec.Token()
@@ -569,4 +623,248 @@ func hex4(h []byte) rune {
 		r = r<<4 | rune(c)
 	}
 	return r
+}
+
+// The helpers below walk the top-level members of an object without building
+// anything: Event.Scope, Event.Derived and forEachMember use them on event
+// bodies. They validate what they step over exactly as the scanner above
+// does (hence as encoding/json does, with invalid UTF-8 in strings refused),
+// but only report whether the input is valid: on anything unexpected the
+// callers fall back to their encoding/json based paths, which define the
+// result (and the error) for such input.
+
+// maxKeyBuf is the size of the stack buffers keys with escapes are unescaped
+// into. Every unescaped byte takes at most 6 bytes of escaped text, so an
+// escaped key longer than this cannot unescape to any of the names the
+// callers look for (the longest is 13 bytes).
+const maxKeyBuf = 80
+
+// member is one member of an object in a buffer b: the key, its quotes
+// included, at b[keyAt:keyEnd], and the value at b[valAt:valEnd].
+type member struct {
+	keyAt, keyEnd int
+	valAt, valEnd int
+	escaped       bool // the key holds an escape sequence
+	space         bool // the value holds whitespace (it is not compact)
+}
+
+// key is the key's text as it is in b, without the quotes.
+func (m *member) key(b []byte) []byte { return b[m.keyAt+1 : m.keyEnd-1] }
+
+// objectStart returns the index just past the opening brace of the object
+// that b holds after optional whitespace, and false when b holds no object.
+func objectStart(b []byte) (int, bool) {
+	i := skipSpace(b, 0)
+	if i == len(b) || b[i] != '{' {
+		return 0, false
+	}
+	return i + 1, true
+}
+
+// nextMember scans the next member of the object in b. i is just past the
+// opening brace (first) or just past the value of the previous member. It
+// returns the member and the index just past its value, or more false and
+// the index just past the closing brace; ok is false when the object is not
+// valid there. Member values may nest at most maxDepth deep.
+func nextMember(b []byte, i int, first bool, maxDepth int) (m member, next int, more, ok bool) {
+	i = skipSpace(b, i)
+	if i == len(b) {
+		return m, 0, false, false
+	}
+	if b[i] == '}' {
+		return m, i + 1, false, true
+	}
+	if !first {
+		if b[i] != ',' {
+			return m, 0, false, false
+		}
+		if i = skipSpace(b, i+1); i == len(b) {
+			return m, 0, false, false
+		}
+	}
+	if b[i] != '"' {
+		return m, 0, false, false
+	}
+	m.keyAt = i
+	var err error
+	if m.keyEnd = plainEnd(b, i+1); m.keyEnd < len(b) && b[m.keyEnd] == '"' {
+		m.keyEnd++
+	} else if m.keyEnd, m.escaped, err = scanString(b, i); err != nil {
+		return m, 0, false, false
+	}
+	if i = skipSpace(b, m.keyEnd); i == len(b) || b[i] != ':' {
+		return m, 0, false, false
+	}
+	m.valAt = skipSpace(b, i+1)
+	if m.valAt < len(b) && b[m.valAt] == '"' {
+		if m.valEnd = plainEnd(b, m.valAt+1); m.valEnd < len(b) && b[m.valEnd] == '"' {
+			m.valEnd++
+		} else if m.valEnd, _, err = scanString(b, m.valAt); err != nil {
+			return m, 0, false, false
+		}
+	} else if m.valEnd, m.space, ok = skipValue(b, m.valAt, maxDepth); !ok {
+		return m, 0, false, false
+	}
+	return m, m.valEnd, true, true
+}
+
+// plainEnd returns the index of the first byte of b at or after i that is
+// not plain string text (see strPlain), or len(b). Keys and most string
+// values are short plain text: a byte loop finds their closing quote sooner
+// than scanString's eight-byte steps, which then only see the others.
+func plainEnd(b []byte, i int) int {
+	for i < len(b) && strPlain[b[i]] {
+		i++
+	}
+	return i
+}
+
+// skipValue validates the JSON value that starts at b[i] (not whitespace),
+// nesting at most maxDepth deep, and returns the index just past it and
+// whether whitespace occurs inside it.
+func skipValue(b []byte, i, maxDepth int) (end int, space, ok bool) {
+	var stack nestStack
+	depth := 0
+	var err error
+	for {
+		// At the start of a value. Whitespace before it only occurs
+		// inside a container: the caller skips it at the top.
+		if i < len(b) && isSpace(b[i]) {
+			space = true
+			i = skipSpace(b, i)
+		}
+		if i >= len(b) {
+			return 0, false, false
+		}
+		switch c := b[i]; c {
+		case '"':
+			i, _, err = scanString(b, i)
+		case '{', '[':
+			if depth++; depth > maxDepth {
+				return 0, false, false
+			}
+			stack.set(depth, c == '{')
+			if i++; i < len(b) && isSpace(b[i]) {
+				space = true
+				i = skipSpace(b, i)
+			}
+			if i >= len(b) {
+				return 0, false, false
+			}
+			if c == '[' {
+				if b[i] == ']' {
+					i++
+					depth--
+					break // an empty array: on to the end of a value
+				}
+				continue
+			}
+			if b[i] == '}' {
+				i++
+				depth--
+				break // an empty object
+			}
+			if i, space, ok = skipKey(b, i, space); !ok {
+				return 0, false, false
+			}
+			continue
+		case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+			i, err = scanNumber(b, i)
+		case 't':
+			i, err = scanLiteral(b, i, "true")
+		case 'f':
+			i, err = scanLiteral(b, i, "false")
+		case 'n':
+			i, err = scanLiteral(b, i, "null")
+		default:
+			return 0, false, false
+		}
+		if err != nil {
+			return 0, false, false
+		}
+		// At the end of a value.
+		for {
+			if depth == 0 {
+				return i, space, true
+			}
+			if i < len(b) && isSpace(b[i]) {
+				space = true
+				i = skipSpace(b, i)
+			}
+			if i >= len(b) {
+				return 0, false, false
+			}
+			c := b[i]
+			i++
+			if c == ',' {
+				if stack.object(depth) {
+					if i < len(b) && isSpace(b[i]) {
+						space = true
+						i = skipSpace(b, i)
+					}
+					if i, space, ok = skipKey(b, i, space); !ok {
+						return 0, false, false
+					}
+				}
+				break // on to the next value
+			}
+			if c == '}' && stack.object(depth) || c == ']' && !stack.object(depth) {
+				depth--
+				continue
+			}
+			return 0, false, false
+		}
+	}
+}
+
+// skipKey scans a key of a nested object, whose opening quote should be
+// b[i], and the colon after it. space is or-ed with whether whitespace
+// follows the key.
+func skipKey(b []byte, i int, space bool) (int, bool, bool) {
+	if i >= len(b) || b[i] != '"' {
+		return 0, space, false
+	}
+	i, _, err := scanString(b, i)
+	if err != nil {
+		return 0, space, false
+	}
+	if i < len(b) && isSpace(b[i]) {
+		space = true
+		i = skipSpace(b, i)
+	}
+	if i >= len(b) || b[i] != ':' {
+		return 0, space, false
+	}
+	return i + 1, space, true
+}
+
+// nextString returns the next string element of the valid JSON array in b,
+// from i just past the opening bracket or just past an element: its text as
+// it is in b without the quotes, whether it holds an escape sequence, and the
+// index just past it. ok is false at the closing bracket.
+func nextString(b []byte, i int) (s []byte, escaped bool, next int, ok bool) {
+	for {
+		i = skipSpace(b, i)
+		if i >= len(b) {
+			return nil, false, 0, false
+		}
+		switch b[i] {
+		case ']':
+			return nil, false, 0, false
+		case ',':
+			i++
+		case '"':
+			end, escaped, err := scanString(b, i)
+			if err != nil {
+				return nil, false, 0, false
+			}
+			return b[i+1 : end-1], escaped, end, true
+		default:
+			end, _, ok := skipValue(b, i, maxNestingDepth)
+			if !ok {
+				return nil, false, 0, false
+			}
+			i = end
+		}
+	}
 }

@@ -64,6 +64,9 @@ type JoinRequest struct {
 	HTTPAddr  string `json:"http-addr"`
 	Witness   bool   `json:"witness,omitempty"`
 	TokenHash string `json:"token-hash"`
+	// Fresh says the node has no raft state (new, or its data dir was
+	// wiped): an entry with its id is replaced even at the same address.
+	Fresh bool `json:"fresh,omitempty"`
 }
 
 // ErrNotLeader is returned by Internal.ApplyEncoded on a follower.

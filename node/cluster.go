@@ -61,7 +61,7 @@ func (n *Node) Self() httpapi.JoinRequest { return n.joinRequest() }
 func (n *Node) joinRequest() httpapi.JoinRequest {
 	return httpapi.JoinRequest{
 		ID: n.id, RaftAddr: n.advRaft, HTTPAddr: n.advHTTP, Witness: n.cfg.Witness,
-		TokenHash: httpapi.HashToken(n.nodeToken),
+		TokenHash: httpapi.HashToken(n.nodeToken), Fresh: n.fresh,
 	}
 }
 
@@ -130,11 +130,12 @@ func (n *Node) Join(ctx context.Context, req httpapi.JoinRequest, presented stri
 	for _, s := range cf.Configuration().Servers {
 		sameID, sameAddr := string(s.ID) == req.ID, string(s.Address) == req.RaftAddr
 		switch {
-		case sameID && sameAddr:
+		case sameID && sameAddr && !req.Fresh:
 			member = true
 		case sameID || sameAddr:
-			// A stale entry (the node came back with another address, or
-			// another node took this address): replace it.
+			// A stale entry (the node came back with another address or
+			// without its raft state, or another node took this address):
+			// replace it. A wiped node must not keep the votes it forgot.
 			if err := n.raft.RemoveServer(s.ID, 0, raftChangeTimeout).Error(); err != nil {
 				return fmt.Errorf("remove stale member %s: %w", s.ID, err)
 			}

@@ -74,6 +74,10 @@ type Node struct {
 
 	left      chan struct{}
 	leaveOnce sync.Once
+	// fresh: this node started without raft state (new, or wiped).
+	fresh bool
+	// reports records when this node applied each node's reports.
+	reports *reportClock
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -98,7 +102,7 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, id: id, log: logger.With("component", "node", "node", id), left: make(chan struct{})}
+	n := &Node{cfg: cfg, id: id, log: logger.With("component", "node", "node", id), left: make(chan struct{}), reports: newReportClock()}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -164,6 +168,8 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 		n.leaderLoop()
 	}()
 	n.pipe.start()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.reports.run(n.ctx, n.fsm) }()
 	if len(cfg.Join) > 0 {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.joinLoop() }()
@@ -228,6 +234,7 @@ func (n *Node) startRaft() error {
 	n.advRaft = string(n.transport.LocalAddr())
 	rs := n.raftStore
 	hasState, err := raft.HasExistingState(rs.Bolt, rs.Bolt, rs.Snapshots)
+	n.fresh = !hasState
 	if err != nil {
 		n.transport.Close()
 		return fmt.Errorf("node: raft state: %w", err)

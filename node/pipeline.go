@@ -288,6 +288,24 @@ func (p *pipeline) report(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The lease counts only once this node's own state has applied the
+	// report, and so everything committed before it (a reassignment).
+	for {
+		changed := p.n.fsm.Changed()
+		var applied bool
+		p.n.fsm.Read(func(st *fsm.State) {
+			nd, ok := st.Nodes[p.n.id]
+			applied = ok && nd.LastReportSeq >= r.Seq
+		})
+		if applied {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		}
+	}
 	p.leaseFrom.Store(sent.UnixNano())
 	p.mu.Lock()
 	p.inflight = nil

@@ -63,9 +63,13 @@ func (r *reconciler) step(ctx context.Context, now time.Time) error {
 			seen, known := r.seenAt[nd.ID]
 			newReport := known && nd.LastReportSeq != r.lastSeq[nd.ID]
 			if !known || newReport {
-				// A new leader gives every node a full down-after from now.
 				r.lastSeq[nd.ID], r.seenAt[nd.ID] = nd.LastReportSeq, now
 				seen = now
+				// A new leader counts from when this node applied the
+				// report (it was a follower then), not from its election.
+				if at, ok := r.n.reports.get(nd.ID, nd.LastReportSeq); !known && ok && at.Before(now) {
+					r.seenAt[nd.ID], seen = at, at
+				}
 			}
 			reported := nd.LastReportSeq != 0
 			up := reported && now.Sub(seen) < cfg.DownAfter

@@ -88,6 +88,7 @@ type Engine struct {
 	stopping map[string]*subState
 	index    *match.Index // the running subscriptions
 	retired  []SubReport  // final reports of stopped subscriptions
+	filtered int          // running subscriptions with filters
 	totals   Totals
 	wg       sync.WaitGroup
 	ctx      context.Context
@@ -211,10 +212,17 @@ func (e *Engine) readLoop(ctx context.Context, src *source) {
 		}
 		// Parse outside the lock what matching needs (the scope), so
 		// workers are not held up by it.
+		e.mu.Lock()
+		fields := e.filtered > 0
+		e.mu.Unlock()
 		evs = evs[:0]
 		for i := range recs {
 			ev := toEvent(src.node, inc, &recs[i])
 			ev.Scope()
+			if fields || ev.Model == dispatch.ModelAuditlog {
+				// Filters, and the auditlog_lite test, read the fields.
+				_, _ = ev.Fields()
+			}
 			evs = append(evs, ev)
 		}
 		e.mu.Lock()
@@ -313,6 +321,9 @@ func (e *Engine) addSub(s Sub, prev *subState, resume bool) {
 	}
 	e.subs[s.ID()] = ss
 	ss.prev, ss.resume = prev, resume
+	if len(s.Match.Filters) > 0 {
+		e.filtered++
+	}
 	if e.ctx != nil {
 		e.startWorker(ss)
 	}
@@ -322,6 +333,9 @@ func (e *Engine) addSub(s Sub, prev *subState, resume bool) {
 // next Report once the worker has ended.
 func (e *Engine) stopSub(ss *subState) {
 	delete(e.subs, ss.sub.ID())
+	if len(ss.sub.Match.Filters) > 0 {
+		e.filtered--
+	}
 	e.index.Remove(ss.sub.ID())
 	if ss.started && !ss.stopped {
 		e.stopping[ss.sub.ID()] = ss

@@ -105,6 +105,11 @@ type Tailer struct {
 	Client *http.Client
 	Scheme string // "http" (default) or "https"
 	Logger *slog.Logger
+	// Trimmed, when set, is called after records left the start of the
+	// copy because the peer dropped them (a trim notice, or a new copy
+	// after a gap): readers holding some in memory must forget them, as
+	// the peer has counted them as dropped.
+	Trimmed func()
 }
 
 // Backoff of reconnections.
@@ -124,17 +129,19 @@ func (t *Tailer) Run(ctx context.Context) {
 	backoff := retryMin
 	for ctx.Err() == nil {
 		addr, ok := t.Addr()
-		var got int
+		var streamed bool
 		var err error
 		if ok {
-			got, err = t.stream(ctx, addr, log)
+			streamed, err = t.stream(ctx, addr, log)
 		} else {
 			err = errors.New("no address known yet")
 		}
 		if ctx.Err() != nil {
 			return
 		}
-		if got > 0 {
+		if streamed {
+			// The peer answered: a stream that ends (the peer restarts,
+			// an idle connection is cut) is no reason to wait long.
 			backoff = retryMin
 		}
 		log.Debug("peer stream ended; reconnecting", "err", err, "in", backoff)
@@ -147,8 +154,8 @@ func (t *Tailer) Run(ctx context.Context) {
 	}
 }
 
-// stream runs one connection; it returns how many records it copied.
-func (t *Tailer) stream(ctx context.Context, addr string, log *slog.Logger) (int, error) {
+// stream runs one connection; streamed says the peer answered with its log.
+func (t *Tailer) stream(ctx context.Context, addr string, log *slog.Logger) (streamed bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	scheme := t.Scheme
@@ -159,61 +166,74 @@ func (t *Tailer) stream(ctx context.Context, addr string, log *slog.Logger) (int
 	url := fmt.Sprintf("%s://%s/internal/v1/log?from=%d&incarnation=%s", scheme, addr, m.LastSeq()+1, m.Incarnation())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0, err
+		return false, err
 	}
 	req.Header.Set("Authorization", "Bearer "+t.Token)
 	resp, err := t.Client.Do(req)
 	if err != nil {
-		return 0, err
+		return false, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return 0, fmt.Errorf("peer answered %s: %s", resp.Status, strings.TrimSpace(string(msg)))
+		return false, fmt.Errorf("peer answered %s: %s", resp.Status, strings.TrimSpace(string(msg)))
 	}
 	inc := resp.Header.Get(HeaderIncarnation)
 	first, _ := strconv.ParseUint(resp.Header.Get(HeaderFirstSeq), 10, 64)
 	switch {
 	case inc == "":
-		return 0, errors.New("peer sent no incarnation")
+		return false, errors.New("peer sent no incarnation")
 	case inc != m.Incarnation():
 		log.Info("peer log is a new incarnation; starting a new copy", "old", m.Incarnation(), "new", inc)
 		if err := m.Reset(inc); err != nil {
-			return 0, err
+			return false, err
 		}
 	case m.LastSeq() >= m.FirstSeq() && first > m.LastSeq()+1:
 		log.Warn("peer trimmed events before this node copied them; starting a new copy",
 			"copied-up-to", m.LastSeq(), "peer-first", first)
 		if err := m.Reset(inc); err != nil {
-			return 0, err
+			return false, err
 		}
+		t.trimmed()
 	}
 	idle := time.AfterFunc(idleTimeout, cancel)
 	defer idle.Stop()
 	br := bufio.NewReaderSize(resp.Body, 256<<10)
 	var batch []eventlog.Record
-	copied := 0
 	for {
-		rec, ok, err := readFrame(br)
+		rec, trimTo, err := readFrame(br)
 		if err != nil {
 			if len(batch) > 0 {
-				if werr := m.appendRecords(batch); werr == nil {
-					copied += len(batch)
-				}
+				_ = m.appendRecords(batch) // what arrived whole is kept
 			}
-			return copied, err
+			return true, err
 		}
 		idle.Reset(idleTimeout)
-		if ok {
+		if rec.Seq != 0 {
 			batch = append(batch, rec)
 		}
-		// Write what has arrived when the stream pauses or the batch is full.
-		if len(batch) > 0 && (br.Buffered() == 0 || len(batch) >= mirrorBatch) {
+		// Write what has arrived when the stream pauses or the batch is
+		// full, and before applying a trim notice.
+		if len(batch) > 0 && (br.Buffered() == 0 || len(batch) >= mirrorBatch || trimTo != 0) {
 			if err := m.appendRecords(batch); err != nil {
-				return copied, fmt.Errorf("copying into the mirror: %w", err)
+				return true, fmt.Errorf("copying into the mirror: %w", err)
 			}
-			copied += len(batch)
 			batch = batch[:0]
 		}
+		if trimTo > m.FirstSeq() {
+			st, err := m.Trim(trimTo, nil)
+			if err != nil {
+				return true, fmt.Errorf("trimming the mirror: %w", err)
+			}
+			if st.Deleted > 0 {
+				t.trimmed()
+			}
+		}
+	}
+}
+
+func (t *Tailer) trimmed() {
+	if t.Trimmed != nil {
+		t.Trimmed()
 	}
 }
