@@ -348,9 +348,13 @@ func TestKill9MidStreamLosesNothing(t *testing.T) {
 		defer mu.Unlock()
 		return len(accepted)
 	}
+	// Mid-stream: enough accepted, and delivery under way (a new
+	// subscription is assigned and the node's lease renewed within
+	// moments of its creation, but ingest may be faster than that).
 	waitFor(t, func() (bool, string, string) {
-		n := countAccepted()
-		return n >= killAfter, fmt.Sprintf("%d events accepted", killAfter), fmt.Sprint(n)
+		n, d := countAccepted(), recv.distinct()
+		return n >= killAfter && d > 0, fmt.Sprintf("%d events accepted and some delivered", killAfter),
+			fmt.Sprintf("%d accepted, %d delivered", n, d)
 	}, 20*time.Second)
 
 	killed.Store(true)

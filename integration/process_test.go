@@ -66,7 +66,15 @@ func TestDevAgentAndCLI(t *testing.T) {
 		GeoSupport: "yes", CurrentActiveServer: node, HomeServer: node, Encoding: "json-array", BatchMax: 100,
 		TimeoutMs: 15000, Status: "pending",
 	}
-	checkSub(t, "sub create", created, want)
+	// A new geo "yes" subscription is unassigned until the leader's
+	// reconciler assigns it, moments later.
+	unassigned := want
+	unassigned.CurrentActiveServer = ""
+	checkSub(t, "sub create", created, unassigned)
+	waitFor(t, func() (bool, string, string) {
+		v, err := a.client().GetSub(context.Background(), created.ID)
+		return err == nil && v.CurrentActiveServer == node, "current-active-server " + node, fmt.Sprint(v.CurrentActiveServer, err)
+	}, 10*time.Second)
 
 	// sub list and sub get show it, without the secret.
 	var list []httpapi.SubView

@@ -213,7 +213,10 @@ func (n *Node) startRaft() error {
 	rc.HeartbeatTimeout = n.cfg.RaftHeartbeatTimeout
 	rc.ElectionTimeout = n.cfg.RaftElectionTimeout
 	rc.LeaderLeaseTimeout = min(rc.LeaderLeaseTimeout, n.cfg.RaftHeartbeatTimeout)
-	rc.BatchApplyCh = true
+	// BatchApplyCh stays off: with a buffered apply channel, an Apply
+	// enqueued just before shutdown is never answered and its caller
+	// hangs; writes here are few (reports, API changes) and need no
+	// batching.
 	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr})
 
 	// With a concrete listen host and no advertise setting, the transport

@@ -116,14 +116,15 @@ func wantAPIError(t testing.TB, what string, err error, status int, field string
 
 func TestClientSubscriptions(t *testing.T) {
 	t.Parallel()
-	n, c := mustStartNode(t)
+	_, c := mustStartNode(t)
 	ctx := context.Background()
 
 	v, err := c.CreateSub(ctx, client.Fields{"id": "s1", "model": "call", "post-url": hookURL, "domain": "D1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.ID != "s1" || v.Domain != "D1" || !strings.HasPrefix(v.Secret, "whsec_") || v.CurrentActiveServer != n.ID() {
+	// Unassigned until the reconciler assigns it, moments later.
+	if v.ID != "s1" || v.Domain != "D1" || !strings.HasPrefix(v.Secret, "whsec_") || v.CurrentActiveServer != "" {
 		t.Fatalf("CreateSub = %+v", v)
 	}
 	if _, err := c.CreateSub(ctx, client.Fields{"model": "cdr", "post-url": hookURL}); err != nil {
