@@ -341,6 +341,15 @@ func TestKill9MidStreamLosesNothing(t *testing.T) {
 				}
 				<-restarted
 			}
+			if seq == 0 {
+				// Let delivery get under way (the new subscription is
+				// assigned and the lease renewed within moments), so the
+				// kill lands mid-stream with ingest still going.
+				deadline := time.Now().Add(20 * time.Second)
+				for recv.distinct() == 0 && time.Now().Before(deadline) {
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
 		}
 	}()
 	countAccepted := func() int {
