@@ -23,6 +23,9 @@ const (
 	// DefaultRestartDelay is the pause before a worker that failed (not
 	// suspended) is started again.
 	DefaultRestartDelay = 1 * time.Second
+	// keepStoppedRuns is how long a stopped run's positions are kept; by
+	// then its final report is long committed.
+	keepStoppedRuns = 2 * time.Minute
 	// origIDCalls bounds the calls a call_origid subscription remembers.
 	origIDCalls = 10000
 )
@@ -84,7 +87,11 @@ type Engine struct {
 	mu      sync.Mutex
 	sources map[string]*source
 	subs    map[string]*subState
-	// stopping holds stopped runs until their worker has ended.
+	// stopping holds stopped runs for keepStoppedRuns after they were
+	// stopped: a run started again meanwhile (paused and resumed, lease
+	// lost and renewed) waits for the old one's POST in flight and
+	// continues from where it was, which may be ahead of the committed
+	// cursors (its final report may not be committed yet).
 	stopping map[string]*subState
 	index    *match.Index // the running subscriptions
 	retired  []SubReport  // final reports of stopped subscriptions
@@ -271,6 +278,12 @@ func toEvent(node, inc string, r *eventlog.Record) *dispatch.Event {
 func (e *Engine) Sync(want []Sub) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	now := time.Now()
+	for id, ss := range e.stopping {
+		if now.Sub(ss.stoppedAt) > keepStoppedRuns {
+			delete(e.stopping, id)
+		}
+	}
 	seen := make(map[string]bool, len(want))
 	for i := range want {
 		s := want[i]
@@ -282,6 +295,7 @@ func (e *Engine) Sync(want []Sub) {
 			// and renewed) ends first, and is continued from when the
 			// generation is the same.
 			prev := e.stopping[s.ID()]
+			delete(e.stopping, s.ID())
 			e.addSub(s, prev, prev != nil && prev.sub.Generation == s.Generation)
 		case cur.sub.Generation != s.Generation:
 			// Rewound or reassigned: start from the committed cursors, once
@@ -338,6 +352,7 @@ func (e *Engine) stopSub(ss *subState) {
 	}
 	e.index.Remove(ss.sub.ID())
 	if ss.started && !ss.stopped {
+		ss.stoppedAt = time.Now()
 		e.stopping[ss.sub.ID()] = ss
 	}
 	ss.stop()

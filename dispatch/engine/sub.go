@@ -31,6 +31,7 @@ type subState struct {
 	abort     context.CancelFunc // ends the current worker only (events it holds were trimmed)
 	prev      *subState
 	resume    bool // continue from prev's positions
+	stoppedAt time.Time
 
 	srcs      map[string]*subSrc
 	started   bool
@@ -180,9 +181,6 @@ func (ss *subState) run(ctx context.Context) {
 		e := ss.e
 		e.mu.Lock()
 		e.retired = append(e.retired, ss.report(true))
-		if e.stopping[ss.sub.ID()] == ss {
-			delete(e.stopping, ss.sub.ID())
-		}
 		e.mu.Unlock()
 		close(ss.done)
 	}()
