@@ -76,7 +76,18 @@ func (n *Node) applyOnce(ctx context.Context, data []byte) (fsm.Result, error) {
 
 func (n *Node) applyLocal(data []byte) (fsm.Result, error) {
 	f := n.raft.Apply(data, raftApplyTimeout)
-	if err := f.Error(); err != nil {
+	// raft may never answer a future that was queued when it shut down:
+	// wait for it in a goroutine of its own, and give up when the node
+	// stops (the goroutine ends with the process then).
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-n.ctx.Done():
+		return fsm.Result{}, ErrStopped
+	}
+	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
 			return fsm.Result{}, fmt.Errorf("%w: %v", errRetry, err)
 		}
