@@ -739,6 +739,10 @@ func newTailCmd(cf *clientFlags) *cobra.Command {
 			if len(models) > 0 {
 				q.Set("model", strings.Join(models, ","))
 			}
+			if d, err := time.ParseDuration(since); err == nil && d > 0 {
+				// A duration ago, like replay's --from.
+				since = time.Now().Add(-d).UTC().Format(time.RFC3339)
+			}
 			if since != "" {
 				q.Set("since", since)
 			}
@@ -817,7 +821,7 @@ func newTailCmd(cf *clientFlags) *cobra.Command {
 	f := cmd.Flags()
 	f.StringSliceVar(&models, "model", nil, "only events of these models (repeat or comma-separate)")
 	f.StringArrayVar(&filters, "filter", nil, "only events whose property has this value, prop=value (* for any value; repeat: same property OR-ed, different properties AND-ed)")
-	f.StringVar(&since, "since", "", "first replay from an event-id (the events after it) or an RFC3339 time, then go live")
+	f.StringVar(&since, "since", "", "first replay from an event-id (the events after it), an RFC3339 time or a duration ago (30m), then go live")
 	f.BoolVar(&pretty, "pretty", false, "indent each event")
 	return cmd
 }
