@@ -311,21 +311,31 @@ type clientFlags struct {
 }
 
 func (cf *clientFlags) client() *client.Client {
-	addr := firstNonEmpty(cf.addr, os.Getenv(envPrefix+"ADDR"), defaultAddr)
-	token := firstNonEmpty(cf.token, os.Getenv(envPrefix+"TOKEN"))
-	if token == "" {
-		dirs := []string{node.DefaultDevDataDir, node.DefaultDataDir}
-		if cf.dataDir != "" {
-			dirs = []string{cf.dataDir}
-		}
-		for _, d := range dirs {
-			if b, err := os.ReadFile(filepath.Join(d, node.RootTokenFile)); err == nil {
-				token = strings.TrimSpace(string(b))
-				break
-			}
+	return client.New(cf.target())
+}
+
+// target is the node address (with its scheme) and the API token the
+// client commands use: flags, then HOOKSWITCH_ADDR / HOOKSWITCH_TOKEN, then
+// the default address and the local data dir's root-token.
+func (cf *clientFlags) target() (addr, token string) {
+	addr = firstNonEmpty(cf.addr, os.Getenv(envPrefix+"ADDR"), defaultAddr)
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	token = firstNonEmpty(cf.token, os.Getenv(envPrefix+"TOKEN"))
+	if token != "" {
+		return addr, token
+	}
+	dirs := []string{node.DefaultDevDataDir, node.DefaultDataDir}
+	if cf.dataDir != "" {
+		dirs = []string{cf.dataDir}
+	}
+	for _, d := range dirs {
+		if b, err := os.ReadFile(filepath.Join(d, node.RootTokenFile)); err == nil {
+			return addr, strings.TrimSpace(string(b))
 		}
 	}
-	return client.New(addr, token)
+	return addr, ""
 }
 
 func firstNonEmpty(vals ...string) string {
@@ -730,7 +740,7 @@ func newTailCmd(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			addr, token := cf.tailTarget()
+			addr, token := cf.target()
 			u, err := url.Parse(strings.TrimRight(addr, "/") + httpapi.WSPath)
 			if err != nil {
 				return fmt.Errorf("--addr %q: %w", addr, err)
@@ -824,26 +834,4 @@ func newTailCmd(cf *clientFlags) *cobra.Command {
 	f.StringVar(&since, "since", "", "first replay from an event-id (the events after it), an RFC3339 time or a duration ago (30m), then go live")
 	f.BoolVar(&pretty, "pretty", false, "indent each event")
 	return cmd
-}
-
-// tailTarget is the node address and token as client() finds them.
-func (cf *clientFlags) tailTarget() (addr, token string) {
-	addr = firstNonEmpty(cf.addr, os.Getenv(envPrefix+"ADDR"), defaultAddr)
-	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
-	}
-	token = firstNonEmpty(cf.token, os.Getenv(envPrefix+"TOKEN"))
-	if token == "" {
-		dirs := []string{node.DefaultDevDataDir, node.DefaultDataDir}
-		if cf.dataDir != "" {
-			dirs = []string{cf.dataDir}
-		}
-		for _, d := range dirs {
-			if b, err := os.ReadFile(filepath.Join(d, node.RootTokenFile)); err == nil {
-				token = strings.TrimSpace(string(b))
-				break
-			}
-		}
-	}
-	return addr, token
 }
