@@ -37,20 +37,12 @@ func (s *Server) join(c echo.Context) error {
 	p, ok := s.Authenticate(presented)
 	err = s.in.Join(c.Request().Context(), req, presented, ok && isSuper(p))
 	if err != nil {
-		if errors.Is(err, errJoinRefused) || isJoinRefused(err) {
+		if errors.Is(err, ErrJoinRefused) {
 			return fail(c, http.StatusForbidden, "", err.Error())
 		}
 		return fail(c, http.StatusServiceUnavailable, "", "join failed: "+err.Error())
 	}
 	return c.JSON(http.StatusOK, map[string]string{"joined": req.ID})
-}
-
-// errJoinRefused is matched by message: the node's sentinel lives in node,
-// which httpapi must not import.
-var errJoinRefused = errors.New("join refused")
-
-func isJoinRefused(err error) bool {
-	return err != nil && len(err.Error()) >= len(errJoinRefused.Error()) && err.Error()[:len(errJoinRefused.Error())] == errJoinRefused.Error()
 }
 
 func (s *Server) removeNode(c echo.Context) error {

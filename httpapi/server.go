@@ -72,6 +72,10 @@ type JoinRequest struct {
 // ErrNotLeader is returned by Internal.ApplyEncoded on a follower.
 var ErrNotLeader = errors.New("not the leader")
 
+// ErrJoinRefused is returned by Internal.Join to a node that presented no
+// valid join secret (403).
+var ErrJoinRefused = errors.New("join refused: wrong or missing join token")
+
 // Config configures the server.
 type Config struct {
 	Version     string
@@ -179,20 +183,27 @@ func (s *Server) MountLocal(method, path string, h http.Handler) {
 
 // allowed reports whether the request comes from the ingest-allow CIDRs.
 func (s *Server) allowed(r *http.Request) bool {
+	_, ok := remoteIn(r, s.cfg.IngestAllow)
+	return ok
+}
+
+// remoteIn reports whether the request's remote address is in one of nets,
+// and returns that address.
+func remoteIn(r *http.Request, nets []*net.IPNet) (string, bool) {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return false
+		host = r.RemoteAddr
 	}
 	ip := net.ParseIP(host)
 	if ip == nil {
-		return false
+		return host, false
 	}
-	for _, n := range s.cfg.IngestAllow {
+	for _, n := range nets {
 		if n.Contains(ip) {
-			return true
+			return host, true
 		}
 	}
-	return false
+	return host, false
 }
 
 // AuthorizeIngest decides whether a request may ingest events: callers in

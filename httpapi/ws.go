@@ -116,22 +116,7 @@ func wsFail(w http.ResponseWriter, code int, msg string) {
 }
 
 // allowed reports whether the remote address is in ws-allow.
-func (h *wsHandler) allowed(r *http.Request) (string, bool) {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	ip := net.ParseIP(host)
-	if ip == nil {
-		return host, false
-	}
-	for _, n := range h.o.Allow {
-		if n.Contains(ip) {
-			return host, true
-		}
-	}
-	return host, false
-}
+func (h *wsHandler) allowed(r *http.Request) (string, bool) { return remoteIn(r, h.o.Allow) }
 
 func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {

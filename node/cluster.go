@@ -28,9 +28,6 @@ const (
 	clusterCallTimeout = 15 * time.Second
 )
 
-// ErrJoinRefused is returned to a node that presented no valid join secret.
-var ErrJoinRefused = errors.New("join refused: wrong or missing join token")
-
 // joinLoop asks the members in cfg.Join, in turn, to add this node, with
 // backoff, until one answers yes or the node stops.
 func (n *Node) joinLoop() {
@@ -111,7 +108,7 @@ func (n *Node) callCluster(ctx context.Context, method, addr, path, token string
 // On a follower the request is forwarded to the leader.
 func (n *Node) Join(ctx context.Context, req httpapi.JoinRequest, presented string, superUser bool) error {
 	if !superUser && n.cfg.JoinToken != "" && subtle.ConstantTimeCompare([]byte(presented), []byte(n.cfg.JoinToken)) != 1 {
-		return ErrJoinRefused
+		return httpapi.ErrJoinRefused
 	}
 	if n.raft.State() != raft.Leader {
 		addr, self, err := n.leaderHTTP(ctx)
