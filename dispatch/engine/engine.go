@@ -351,6 +351,7 @@ func (e *Engine) stopSub(ss *subState) {
 		e.filtered--
 	}
 	e.index.Remove(ss.sub.ID())
+	ss.freeze()
 	if ss.started && !ss.stopped {
 		ss.stoppedAt = time.Now()
 		e.stopping[ss.sub.ID()] = ss

@@ -130,8 +130,26 @@ func (ss *subState) stop() {
 	ss.wake()
 }
 
+// freeze detaches a stopping run from the source readers: from now on no
+// reader offers it events, so its position in each source must stop at
+// what the reader had offered it so far. An attached position is the
+// reader's, which keeps moving; left attached, a stopped run would claim
+// (in its final report, and to a run that resumes from it) every event the
+// reader passes after the stop, delivered or not. Called with the engine's
+// mutex held, so no reader is between an offer and its position update.
+func (ss *subState) freeze() {
+	for node, sp := range ss.srcs {
+		if sp.attached {
+			sp.attached = false
+			sp.readPos = ss.e.sources[node].pos
+		}
+	}
+}
+
 // cursor is the position up to which the subscription has consumed a
-// source: every event up to it is delivered or passed over.
+// source: every event up to it is delivered or passed over. An attached
+// source's position is its reader's: every event up to it was offered to
+// this run (freeze keeps that true once the run stops).
 func (ss *subState) cursor(node string) uint64 {
 	sp := ss.srcs[node]
 	switch {
@@ -318,6 +336,9 @@ func (ss *subState) take(max int) []*dispatch.Event {
 // behind it). Called with the mutex held.
 func (ss *subState) plan() (job func() error, wait bool) {
 	e := ss.e
+	if ss.stopped {
+		return nil, false // its worker is ending: positions stay frozen
+	}
 	for node, src := range e.sources {
 		sp := ss.srcs[node]
 		if sp != nil && sp.inc != src.inc {
@@ -428,7 +449,7 @@ func (ss *subState) catchUp(node string, src *source, from, to uint64) error {
 	}
 	sp.queue = append(sp.queue, queued...)
 	sp.readPos = last
-	if sp.readPos == src.pos {
+	if sp.readPos == src.pos && !ss.stopped {
 		sp.attached = true
 	}
 	return nil
