@@ -77,7 +77,6 @@ type Node struct {
 	// fresh: this node started without raft state (new, or wiped).
 	fresh bool
 	// reports records when this node applied each node's reports.
-	reports *reportClock
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -102,7 +101,7 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, id: id, log: logger.With("component", "node", "node", id), left: make(chan struct{}), reports: newReportClock()}
+	n := &Node{cfg: cfg, id: id, log: logger.With("component", "node", "node", id), left: make(chan struct{})}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -168,8 +167,6 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 		n.leaderLoop()
 	}()
 	n.pipe.start()
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.reports.run(n.ctx, n.fsm) }()
 	if len(cfg.Join) > 0 {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.joinLoop() }()
