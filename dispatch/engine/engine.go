@@ -372,10 +372,16 @@ func (e *Engine) startWorker(ss *subState) {
 	go func() {
 		defer e.wg.Done()
 		defer cancel()
-		if ss.prev != nil {
+		if prev := ss.prev; prev != nil {
 			// One POST in flight per subscription: the previous run
 			// finishes first, and this one continues from its positions.
-			<-ss.prev.done
+			<-prev.done
+			e.mu.Lock()
+			if ss.resume {
+				ss.inherit(prev)
+			}
+			ss.prev = nil // no chain of runs kept alive
+			e.mu.Unlock()
 		}
 		ss.run(ctx)
 	}()

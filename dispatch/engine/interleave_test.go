@@ -140,3 +140,45 @@ func TestEngineConfigChangeKeepsTheWindow(t *testing.T) {
 	e.Sync([]Sub{s})
 	waitFor(t, "all 20 events once, in order", func() (bool, string) { return wantSequence(rcv.got("a"), 20) }, 10*time.Second)
 }
+
+// TestEngineLeaseFlapsTwiceDuringOnePost: the lease is lost and renewed
+// twice while one POST is in flight. The second run is stopped before it
+// ever ran (it waits for the first one's POST); the third must still
+// continue from where the first stopped, not from the older committed
+// cursor (which would send the first run's deliveries again), and nothing
+// is skipped either.
+func TestEngineLeaseFlapsTwiceDuringOnePost(t *testing.T) {
+	l := openLog(t)
+	release := make(chan struct{})
+	var posts atomic.Int32
+	rcv := newHoldingReceiver(t, func() {
+		if posts.Add(1) == 2 {
+			<-release // hold the second POST
+		}
+	})
+	e := startEngine(t, Options{}, l)
+	s := testSub("a", "d1", rcv.srv.URL)
+	// The committed cursor is at the start: nothing was ever reported.
+	s.Cursors = map[string]Cursor{"n1": {Node: "n1", Incarnation: l.Incarnation(), Seq: 0}}
+	e.Sync([]Sub{s})
+	waitAttached(t, e, "a")
+	appendEvents(t, l, 0, 10, "d1")
+	waitFor(t, "10 events", func() (bool, string) { return wantSequence(rcv.got("a"), 10) }, 10*time.Second)
+	appendEvents(t, l, 10, 5, "d1")
+	waitFor(t, "the second POST in flight", func() (bool, string) {
+		n := posts.Load()
+		return n == 2, fmt.Sprintf("%d POSTs", n)
+	}, 10*time.Second)
+
+	e.Sync(nil)      // lease lost: run 1 stops with its POST in flight
+	e.Sync([]Sub{s}) // renewed: run 2 waits for run 1
+	e.Sync(nil)      // lost again: run 2 stops before it ran
+	appendEvents(t, l, 15, 5, "d1")
+	waitReader(t, e, "n1", 20)
+	close(release)
+	if c := finalCursor(t, e, "a"); c != 15 {
+		t.Fatalf("final report of the run that never ran claims seq %d, want 15 (where run 1 stopped)", c)
+	}
+	e.Sync([]Sub{s}) // renewed: run 3
+	waitFor(t, "all 20 events once, in order", func() (bool, string) { return wantSequence(rcv.got("a"), 20) }, 10*time.Second)
+}

@@ -369,21 +369,34 @@ func (ss *subState) plan() (job func() error, wait bool) {
 	return nil, wait
 }
 
-// initSource sets the subscription's position in a source log: where its
-// previous run stopped, else its committed cursor for this incarnation of
-// the log, else the first event at or after its start time.
+// inherit takes the final positions of the previous run of the same
+// generation, which has ended: this run continues exactly where that one
+// stopped (which may be ahead of the committed cursors, whose report may
+// not be committed yet). It takes them before it starts, not when it first
+// plans a source, so that a run stopped before it ever ran (a lease that
+// flaps while a POST of the run before is in flight) still hands them on
+// in its final report and to the next run; with them, nothing delivered
+// is sent again from an older committed cursor. Called with the engine's
+// mutex held.
+func (ss *subState) inherit(prev *subState) {
+	for node, psp := range prev.srcs {
+		if ss.srcs[node] == nil {
+			ss.srcs[node] = &subSrc{inc: psp.inc, readPos: prev.cursor(node)}
+		}
+	}
+}
+
+// initSource sets the subscription's position in a source log it has none
+// in (inherit gives it those of a previous run): its committed cursor for
+// this incarnation of the log, else the first event at or after its start
+// time.
 func (ss *subState) initSource(node string, src *source) error {
 	l := src.log
 	inc := l.Incarnation()
 	var pos uint64
 	var known bool
 	e := ss.e
-	e.mu.Lock()
-	if p := ss.prev; ss.resume && p != nil && p.srcs[node] != nil && p.srcs[node].inc == inc {
-		pos, known = p.cursor(node), true
-	}
-	e.mu.Unlock()
-	if c, ok := ss.sub.Cursors[node]; !known && ok && c.Incarnation == inc {
+	if c, ok := ss.sub.Cursors[node]; ok && c.Incarnation == inc {
 		pos, known = c.Seq, true
 	}
 	if !known {
