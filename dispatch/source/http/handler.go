@@ -229,18 +229,26 @@ func (h *handler) putEntries(p *[]eventlog.Entry) {
 
 func (h *handler) appendFailed(w http.ResponseWriter, r *http.Request, n int, err error) {
 	msg := "the event log could not store the events; none of them was accepted, retry the request"
-	if r.Context().Err() != nil {
+	status := http.StatusServiceUnavailable
+	switch {
+	case errors.Is(err, eventlog.ErrNoSpace):
+		// The log says so once per episode; a PBX retrying would
+		// otherwise flood the journal of a node that is already short of
+		// disk.
+		status = http.StatusInsufficientStorage
+		msg = "the disk under the event log is full; none of the events was accepted, retry the request once space returns"
+	case r.Context().Err() != nil:
 		// The client is gone: the log may or may not have taken the
 		// events (eventlog.Log.Append); nobody reads this answer.
 		h.logger.Warn("ingest request cancelled before the events were durable; outcome unknown",
 			"events", n, "remote", r.RemoteAddr, "err", err)
 		msg = "the request was cancelled before the events were durable; their outcome is unknown"
-	} else {
+	default:
 		h.logger.Error("append to the event log failed; answered 503",
 			"events", n, "remote", r.RemoteAddr, "err", err)
 	}
 	w.Header()["Retry-After"] = h.retryAfter
-	h.fail(w, &reqError{status: http.StatusServiceUnavailable, msg: msg, index: -1})
+	h.fail(w, &reqError{status: status, msg: msg, index: -1})
 }
 
 // fail writes e as the JSON error.

@@ -380,6 +380,23 @@ func TestAppendFails(t *testing.T) {
 			t.Fatalf("Append calls %d, accepted %d", f.calls, accepted.Load())
 		}
 	})
+	t.Run("disk full", func(t *testing.T) {
+		var logs logBuffer
+		f := &fakeLog{err: fmt.Errorf("%w: commit: write events.db: no space left on device", eventlog.ErrNoSpace)}
+		url := newServer(t, Options{Log: f, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		for range 3 {
+			r := post(t, url, "application/json", `{"model":"call"}`)
+			wantError(t, r, http.StatusInsufficientStorage, "disk under the event log is full", "", -1)
+			if r.header.Get("Retry-After") == "" {
+				t.Fatal("507 without Retry-After")
+			}
+		}
+		// The event log logs the episode once; the handler adds nothing
+		// per request.
+		if s := logs.String(); s != "" {
+			t.Fatalf("the handler logged a full disk per request:\n%s", s)
+		}
+	})
 	t.Run("closed event log", func(t *testing.T) {
 		l := newLog(t)
 		url := newServer(t, Options{Log: l})
