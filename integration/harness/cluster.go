@@ -433,3 +433,19 @@ func FreePorts(t TB, host string, n int) []int {
 	}
 	return ports
 }
+
+// Timings are the cluster's timing settings.
+func (cl *Cluster) Timings() Timings { return cl.opts.Timings }
+
+// Options are the options the cluster was started with (defaults filled
+// in).
+func (cl *Cluster) Options() Options { return cl.opts }
+
+// Others returns the other nodes of the node's cluster (none for a dev
+// node).
+func (nd *Node) Others() []*Node {
+	if nd.cl == nil {
+		return nil
+	}
+	return nd.cl.Others(nd)
+}

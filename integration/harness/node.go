@@ -48,7 +48,6 @@ type Node struct {
 	args    []string // the command line of the last start
 	stdout  string   // path of the file stdout goes to
 	stderr  string   // path of the file stderr goes to
-	root    string   // a dev node's root token, once read
 	hclient *http.Client
 
 	mu     sync.Mutex
@@ -64,8 +63,7 @@ type Node struct {
 // if the test failed). extra flags are added to the command line.
 func StartDev(t TB, extra ...string) *Node {
 	t.Helper()
-	bin := Binary(t)
-	_ = bin
+	Binary(t)
 	dir := t.TempDir()
 	ports := FreePorts(t, "127.0.0.1", 2)
 	nd := &Node{
@@ -88,7 +86,6 @@ func StartDev(t TB, extra ...string) *Node {
 	})
 	t.Cleanup(func() { nd.thaw(); nd.cleanup() })
 	nd.Start()
-	nd.root = nd.readRootToken()
 	c := nd.API()
 	WaitFor(t, func() (bool, string, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), CallTimeout)
@@ -391,15 +388,14 @@ func (nd *Node) BaseURL() string { return "http://" + nd.HTTPAddr }
 func (nd *Node) HTTPClient() *http.Client { return nd.hclient }
 
 // RootToken is the cluster's super token (a dev node's, read from its
-// data dir).
+// data dir's root-token).
 func (nd *Node) RootToken() string {
 	if nd.cl != nil {
 		return nd.cl.Root
 	}
-	if nd.root == "" {
-		nd.root = nd.readRootToken()
-	}
-	return nd.root
+	// Read each time: a test checks that the file stays valid across
+	// restarts.
+	return nd.readRootToken()
 }
 
 func (nd *Node) readRootToken() string {
