@@ -9,10 +9,11 @@ import (
 	"github.com/hookswitch/hookswitch/integration/harness"
 )
 
+// readyTimeout bounds a node's start until /readyz answers 200.
+var readyTimeout = harness.ReadyTimeout
+
 // Timeouts of the tests, beside the harness's own.
 const (
-	// readyTimeout bounds a node's start until /readyz answers 200.
-	readyTimeout = harness.ReadyTimeout
 	// stopTimeout is how long a SIGTERM'd node may take to exit.
 	stopTimeout = harness.StopTimeout
 	// pollEvery is the period of the tests' own polling loops.

@@ -38,6 +38,13 @@ func Binary(t TB) string {
 	return build.bin
 }
 
+// UseBinary makes Binary return path (a binary built elsewhere, e.g. a
+// benchmark's -bin flag) instead of building one. Call it before the
+// first Binary.
+func UseBinary(path string) {
+	build.once.Do(func() { build.bin = path })
+}
+
 // RemoveBinary removes the binary Binary built; a TestMain calls it after
 // m.Run.
 func RemoveBinary() {

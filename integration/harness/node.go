@@ -17,11 +17,13 @@ import (
 	"github.com/hookswitch/hookswitch/httpapi/client"
 )
 
+// ReadyTimeout bounds a node's start until /readyz answers 200 (process
+// start, raft election, the node's own registration). A main program may
+// change it before starting nodes.
+var ReadyTimeout = 20 * time.Second
+
 // Bounds of the node helpers.
 const (
-	// ReadyTimeout bounds a node's start until /readyz answers 200
-	// (process start, raft election, the node's own registration).
-	ReadyTimeout = 20 * time.Second
 	// StopTimeout is how long a SIGTERM'd node may take to exit.
 	StopTimeout = 15 * time.Second
 	// CLITimeout bounds one command-line run.

@@ -53,6 +53,10 @@ func WaitFor(t TB, cond func() (ok bool, want, seen string), timeout time.Durati
 // Main is the TB of a main program (a benchmark): Logf writes to stderr,
 // Fatalf runs the cleanups and exits 1, Close runs the cleanups.
 type Main struct {
+	// Keep keeps the temporary directory at Close (it is kept anyway
+	// when the run failed), and says where it is.
+	Keep bool
+
 	mu       sync.Mutex
 	cleanups []func()
 	failed   bool
@@ -122,15 +126,20 @@ func (m *Main) Failed() bool {
 }
 
 // Close runs the cleanups (last registered first) and removes the temp
-// dirs. It can be called more than once.
+// dirs unless Keep is set or the run failed. It can be called more than
+// once.
 func (m *Main) Close() {
 	for {
 		m.mu.Lock()
 		if len(m.cleanups) == 0 {
-			tmp := m.tmp
+			tmp, keep := m.tmp, m.Keep || m.failed
 			m.tmp = ""
 			m.mu.Unlock()
-			if tmp != "" {
+			switch {
+			case tmp == "":
+			case keep:
+				m.Logf("kept %s (data dirs, node logs)", tmp)
+			default:
 				_ = os.RemoveAll(tmp)
 			}
 			return
