@@ -206,7 +206,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.Float64Var(&c.dryDrop, "dry-run-drop", 0, "dry run: fraction of deliveries the fake node loses")
 	fs.StringVar(&c.bin, "hookswitch-bin", "", "use this hookswitch binary instead of building one")
 	fs.StringVar(&c.nodeArgs, "node-args", "", "extra arguments for `hookswitch agent` (space-separated)")
-	fs.BoolVar(&c.keepTmp, "keep-tmp", false, "keep the temporary directory (binary, data dir, node logs)")
+	fs.BoolVar(&c.keepTmp, "keep-tmp", false, "keep the temporary directory (data dir, node logs)")
 	fs.BoolVar(&c.warmup, "warmup", true, "deliver one probe event per domain before measuring")
 	fs.DurationVar(&c.warmupTimeout, "warmup-timeout", 30*time.Second, "how long to wait for every subscription's probe")
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", 30*time.Second, "how long to wait for the node's /readyz")
