@@ -12,6 +12,7 @@ import (
 
 	"github.com/hookswitch/hookswitch/httpapi"
 	"github.com/hookswitch/hookswitch/httpapi/client"
+	"github.com/hookswitch/hookswitch/integration/harness"
 )
 
 // The event mesh tests run three real agents on loopback (n1 bootstraps,
@@ -28,10 +29,10 @@ import (
 func TestMeshAllNodesToOneSubscription(t *testing.T) {
 	cl := startMeshCluster(t)
 	recv := newMeshReceiver(t)
-	n2 := cl.node("n2")
-	sub := n2.createSub(client.Fields{"model": "call", "domain": "mesh.example", "post-url": recv.url()})
-	owner := cl.waitOwned(sub.ID, func(string) bool { return true })
-	t.Logf("subscription created through n2, sent by %s", owner.id)
+	n2 := cl.Node("n2")
+	sub := createSubOn(t, n2, client.Fields{"model": "call", "domain": "mesh.example", "post-url": recv.URL()})
+	owner := waitOwned(t, cl, sub.ID, func(string) bool { return true })
+	t.Logf("subscription created through n2, sent by %s", owner.ID)
 
 	const rounds, perReq = 10, 25
 	var (
@@ -39,10 +40,10 @@ func TestMeshAllNodesToOneSubscription(t *testing.T) {
 		ids []string
 		wg  sync.WaitGroup
 	)
-	for _, nd := range cl.nodes {
+	for _, nd := range cl.Nodes {
 		wg.Go(func() {
 			for r := range rounds {
-				got, err := nd.ingest(meshEvents("mesh.example", nd.id, r*perReq, perReq))
+				got, err := meshIngest(nd, meshEvents("mesh.example", nd.ID, r*perReq, perReq))
 				if err != nil {
 					t.Error(err)
 					return
@@ -58,18 +59,18 @@ func TestMeshAllNodesToOneSubscription(t *testing.T) {
 		return
 	}
 	total := len(ids)
-	recv.waitIDs(t, "events", ids, 20*time.Second)
+	waitIDs(t, recv, "events", ids, 20*time.Second)
 	got := recv.deliveries()
 	perSource := meshCheckOrder(t, got)
-	for _, nd := range cl.nodes {
-		if perSource[nd.id] != rounds*perReq {
-			t.Errorf("%d events of %s delivered, want %d", perSource[nd.id], nd.id, rounds*perReq)
+	for _, nd := range cl.Nodes {
+		if perSource[nd.ID] != rounds*perReq {
+			t.Errorf("%d events of %s delivered, want %d", perSource[nd.ID], nd.ID, rounds*perReq)
 		}
 	}
 	if len(got) != total {
 		t.Errorf("%d deliveries of %d events: duplicates without any failure", len(got), total)
 	}
-	v := n2.waitSubOn(sub.ID, fmt.Sprintf("events-count %d, lag 0", total), func(v httpapi.SubView) bool {
+	v := waitSubOn(t, n2, sub.ID, fmt.Sprintf("events-count %d, lag 0", total), func(v httpapi.SubView) bool {
 		return v.EventsCount == uint64(total) && v.Lag == 0
 	}, 10*time.Second)
 	if v.DroppedCount != 0 || v.ErrorCount != 0 || v.Status != "active" {
@@ -80,7 +81,7 @@ func TestMeshAllNodesToOneSubscription(t *testing.T) {
 		lat = append(lat, d.at.Sub(time.Unix(0, d.sent)))
 	}
 	meshSortDurations(lat)
-	t.Logf("%d events from 3 nodes delivered by %s: latency p50 %s p99 %s; %s", total, owner.id,
+	t.Logf("%d events from 3 nodes delivered by %s: latency p50 %s p99 %s; %s", total, owner.ID,
 		meshPercentile(lat, 0.5).Round(time.Millisecond), meshPercentile(lat, 0.99).Round(time.Millisecond), meshSubSummary(v))
 }
 
@@ -111,7 +112,7 @@ type meshIngester struct {
 	stopOnce sync.Once
 }
 
-func startMeshIngest(t *testing.T, domain string, nodes []*meshNode, perReq, max int, pace time.Duration, dead func(*meshNode) bool) *meshIngester {
+func startMeshIngest(t *testing.T, domain string, nodes []*harness.Node, perReq, max int, pace time.Duration, dead func(*harness.Node) bool) *meshIngester {
 	in := &meshIngester{t: t, domain: domain, accepted: map[string][]string{}, failed: map[string]error{}, stop: make(chan struct{})}
 	for _, nd := range nodes {
 		in.wg.Go(func() {
@@ -124,17 +125,17 @@ func startMeshIngest(t *testing.T, domain string, nodes []*meshNode, perReq, max
 				if full {
 					return
 				}
-				ids, err := nd.ingest(meshEvents(domain, nd.id, next, perReq))
+				ids, err := meshIngest(nd, meshEvents(domain, nd.ID, next, perReq))
 				in.mu.Lock()
 				if err != nil {
-					in.failed[nd.id] = err
+					in.failed[nd.ID] = err
 					in.mu.Unlock()
 					if !dead(nd) {
-						t.Errorf("ingest on %s: %v", nd.id, err)
+						t.Errorf("ingest on %s: %v", nd.ID, err)
 					}
 					return
 				}
-				in.accepted[nd.id] = append(in.accepted[nd.id], ids...)
+				in.accepted[nd.ID] = append(in.accepted[nd.ID], ids...)
 				in.total += len(ids)
 				in.mu.Unlock()
 				select {
@@ -193,8 +194,8 @@ func (in *meshIngester) wait(timeout time.Duration) map[string][]string {
 func TestMeshOwnerKill9UnderIngest(t *testing.T) {
 	cl := startMeshCluster(t)
 	recv := newMeshReceiver(t)
-	sub := cl.node("n1").createSub(client.Fields{"model": "call", "domain": "kill.example", "post-url": recv.url()})
-	owner := cl.waitOwned(sub.ID, func(string) bool { return true })
+	sub := createSubOn(t, cl.Node("n1"), client.Fields{"model": "call", "domain": "kill.example", "post-url": recv.URL()})
+	owner := waitOwned(t, cl, sub.ID, func(string) bool { return true })
 
 	const (
 		perReq    = 20
@@ -207,46 +208,46 @@ func TestMeshOwnerKill9UnderIngest(t *testing.T) {
 		dupWindow = time.Second
 	)
 	var killed sync.Map
-	isDead := func(nd *meshNode) bool { _, ok := killed.Load(nd.id); return ok }
+	isDead := func(nd *harness.Node) bool { _, ok := killed.Load(nd.ID); return ok }
 	ingestStart := time.Now()
-	in := startMeshIngest(t, "kill.example", cl.nodes, perReq, target, 30*time.Millisecond, isDead)
+	in := startMeshIngest(t, "kill.example", cl.Nodes, perReq, target, 30*time.Millisecond, isDead)
 	waitFor(t, func() (bool, string, string) {
-		n, d := in.count(), recv.distinct()
+		n, d := in.count(), recv.Distinct()
 		return n >= killAfter && d > 0, fmt.Sprintf("%d events accepted and some delivered", killAfter), fmt.Sprintf("%d accepted, %d delivered", n, d)
 	}, maxIngest)
 
-	killed.Store(owner.id, true)
-	acceptedAtKill, deliveredAtKill := in.count(), recv.distinct()
+	killed.Store(owner.ID, true)
+	acceptedAtKill, deliveredAtKill := in.count(), recv.Distinct()
 	killStart := time.Now()
-	owner.kill()
+	owner.Kill()
 	// A POST the old owner had sent before it died may still be read by
 	// the receiver a moment later; nobody can take over before
 	// down-after (800ms), so what begins 100ms after the death is the
 	// new owner's.
 	oldOwnerUntil := time.Now().Add(100 * time.Millisecond)
-	newOwner := cl.waitOwned(sub.ID, func(o string) bool { return o != owner.id })
+	newOwner := waitOwned(t, cl, sub.ID, func(o string) bool { return o != owner.ID })
 	t.Logf("SIGKILL of owner %s with %d accepted, %d delivered; %s took over %s after the kill",
-		owner.id, acceptedAtKill, deliveredAtKill, newOwner.id, time.Since(killStart).Round(time.Millisecond))
+		owner.ID, acceptedAtKill, deliveredAtKill, newOwner.ID, time.Since(killStart).Round(time.Millisecond))
 
 	accepted := in.wait(maxIngest - time.Since(ingestStart))
 	var survivorIDs, deadIDs []string
 	for node, ids := range accepted {
-		if node == owner.id {
+		if node == owner.ID {
 			deadIDs = append(deadIDs, ids...)
 		} else {
 			survivorIDs = append(survivorIDs, ids...)
 		}
 	}
 	t.Logf("ingest ended after %s: %d accepted by the survivors, %d by %s before its death",
-		time.Since(ingestStart).Round(time.Millisecond), len(survivorIDs), len(deadIDs), owner.id)
-	recv.waitIDs(t, "events accepted by the survivors (the dead node still down)", survivorIDs, 20*time.Second)
+		time.Since(ingestStart).Round(time.Millisecond), len(survivorIDs), len(deadIDs), owner.ID)
+	waitIDs(t, recv, "events accepted by the survivors (the dead node still down)", survivorIDs, 20*time.Second)
 	survivorsDone := time.Since(killStart)
 
 	restartAt := time.Now()
-	owner.restart()
-	cl.waitAllUp()
-	recv.waitIDs(t, "events accepted by the restarted node", deadIDs, 20*time.Second)
-	t.Logf("the restarted %s's events all delivered %s after the kill", owner.id, time.Since(killStart).Round(time.Millisecond))
+	owner.Restart()
+	cl.WaitAllUp()
+	waitIDs(t, recv, "events accepted by the restarted node", deadIDs, 20*time.Second)
+	t.Logf("the restarted %s's events all delivered %s after the kill", owner.ID, time.Since(killStart).Round(time.Millisecond))
 
 	got := recv.deliveries()
 	meshCheckOrder(t, got)
@@ -268,10 +269,10 @@ func TestMeshOwnerKill9UnderIngest(t *testing.T) {
 	firstPost := map[string]int{}
 	times := map[string]int{}
 	for _, d := range got {
-		if _, ok := firstPost[d.id]; !ok {
-			firstPost[d.id] = d.post
+		if _, ok := firstPost[d.ID]; !ok {
+			firstPost[d.ID] = d.post
 		}
-		times[d.id]++
+		times[d.ID]++
 	}
 	dups, badDups := 0, 0
 	type srcDup struct {
@@ -286,20 +287,20 @@ func TestMeshOwnerKill9UnderIngest(t *testing.T) {
 			s = &srcDup{dup: map[int64]bool{}}
 			bySrc[d.src] = s
 		}
-		if firstPost[d.id] != d.post {
+		if firstPost[d.ID] != d.post {
 			continue // a repeated delivery
 		}
 		if d.at.Before(oldOwnerUntil) {
 			s.before = append(s.before, d.mseq)
 		}
-		if times[d.id] > 1 {
-			dups += times[d.id] - 1
+		if times[d.ID] > 1 {
+			dups += times[d.ID] - 1
 			s.dup[d.mseq] = true
 			if !d.at.Before(oldOwnerUntil) {
 				var where []string
 				afterRestart := false
 				for _, e := range got {
-					if e.id == d.id {
+					if e.ID == d.ID {
 						where = append(where, fmt.Sprintf("POST %d at kill%+v", e.post, e.at.Sub(killStart).Round(time.Millisecond)))
 						afterRestart = afterRestart || (e.post != d.post && e.at.After(restartAt))
 					}
@@ -311,7 +312,7 @@ func TestMeshOwnerKill9UnderIngest(t *testing.T) {
 				}
 				if badDups++; badDups <= 3 {
 					t.Errorf("event %s (%s #%d) first delivered by the new owner, delivered %d times (%s): %s",
-						d.id, d.src, d.mseq, times[d.id], strings.Join(where, ", "), why)
+						d.ID, d.src, d.mseq, times[d.ID], strings.Join(where, ", "), why)
 				}
 			}
 			if s.earliest.IsZero() || d.at.Before(s.earliest) {
@@ -348,7 +349,7 @@ func TestMeshOwnerKill9UnderIngest(t *testing.T) {
 	}
 	t.Logf("kill -9 of the owner: gap %s (kill → first delivery by %s), %d duplicates (earliest first delivered %s before the kill), "+
 		"survivors' %d events all delivered %s after the kill, %d deliveries in all",
-		gap.Round(time.Millisecond), newOwner.id, dups, worst.Round(time.Millisecond), len(survivorIDs), survivorsDone.Round(time.Millisecond), len(got))
+		gap.Round(time.Millisecond), newOwner.ID, dups, worst.Round(time.Millisecond), len(survivorIDs), survivorsDone.Round(time.Millisecond), len(got))
 	if gap > 800*time.Millisecond+2*time.Second {
 		t.Errorf("gap %s: more than down-after + 2s", gap)
 	}
@@ -367,33 +368,33 @@ func TestMeshOwnerKill9UnderIngest(t *testing.T) {
 func TestMeshWipedPeerNewIncarnation(t *testing.T) {
 	cl := startMeshCluster(t)
 	recv := newMeshReceiver(t)
-	n1 := cl.node("n1")
-	sub := n1.createSub(client.Fields{"model": "call", "domain": "wipe.example", "post-url": recv.url()})
-	owner := cl.waitOwned(sub.ID, func(string) bool { return true })
+	n1 := cl.Node("n1")
+	sub := createSubOn(t, n1, client.Fields{"model": "call", "domain": "wipe.example", "post-url": recv.URL()})
+	owner := waitOwned(t, cl, sub.ID, func(string) bool { return true })
 	// The wiped node is neither the owner nor the raft leader: its loss
 	// costs no takeover and no election (the kill test covers those), so
 	// whatever is delivered twice is the new incarnation's doing.
-	v, err := owner.cluster()
+	v, err := owner.View()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wiped, other *meshNode
-	for _, nd := range owner.others() {
-		if wiped == nil && nd.id != v.Leader {
+	var wiped, other *harness.Node
+	for _, nd := range owner.Others() {
+		if wiped == nil && nd.ID != v.Leader {
 			wiped = nd
 		} else {
 			other = nd
 		}
 	}
-	t.Logf("owner %s, leader %s; %s will be wiped", owner.id, v.Leader, wiped.id)
+	t.Logf("owner %s, leader %s; %s will be wiped", owner.ID, v.Leader, wiped.ID)
 
 	next := map[string]int{}
 	var all []string
-	ingestRound := func(nodes ...*meshNode) []string {
+	ingestRound := func(nodes ...*harness.Node) []string {
 		var ids []string
 		for _, nd := range nodes {
-			ids = append(ids, nd.mustIngestSeq("wipe.example", next[nd.id], 40)...)
-			next[nd.id] += 40
+			ids = append(ids, mustIngestSeq(t, nd, "wipe.example", next[nd.ID], 40)...)
+			next[nd.ID] += 40
 		}
 		all = append(all, ids...)
 		return ids
@@ -402,42 +403,42 @@ func TestMeshWipedPeerNewIncarnation(t *testing.T) {
 	// (so the committed cursors are past them).
 	settled := func(what string) {
 		t.Helper()
-		recv.waitIDs(t, what, all, 15*time.Second)
-		owner.waitSubOn(sub.ID, fmt.Sprintf("events-count %d, lag 0", len(all)), func(v httpapi.SubView) bool {
+		waitIDs(t, recv, what, all, 15*time.Second)
+		waitSubOn(t, owner, sub.ID, fmt.Sprintf("events-count %d, lag 0", len(all)), func(v httpapi.SubView) bool {
 			return v.EventsCount == uint64(len(all)) && v.Lag == 0
 		}, 10*time.Second)
 	}
-	before := ingestRound(cl.nodes...)
+	before := ingestRound(cl.Nodes...)
 	settled("events before the wipe")
 	oldInc := ""
 	for _, id := range before {
-		if recvNode(recv, id) == wiped.id {
+		if recvNode(recv, id) == wiped.ID {
 			oldInc = meshIncarnation(id)
 		}
 	}
 
-	wiped.kill()
-	if err := os.RemoveAll(wiped.dataDir); err != nil {
+	wiped.Kill()
+	if err := os.RemoveAll(wiped.DataDir); err != nil {
 		t.Fatal(err)
 	}
 	// A wiped node has lost its raft state: it must not come back as the
 	// voter it was (same id and address), so its old entry goes first.
 	waitFor(t, func() (bool, string, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), meshCallTimeout)
-		err := other.api().RemoveNode(ctx, wiped.id)
+		err := other.API().RemoveNode(ctx, wiped.ID)
 		cancel()
-		return err == nil, "DELETE /v1/cluster/nodes/" + wiped.id + " to succeed", fmt.Sprint(err)
+		return err == nil, "DELETE /v1/cluster/nodes/" + wiped.ID + " to succeed", fmt.Sprint(err)
 	}, 15*time.Second)
 	ingestRound(owner, other) // while it is away
-	wiped.restart()
-	cl.waitAllUp()
-	next[wiped.id] = 1000 // its new log: numbered apart from the old one
-	afterIDs := ingestRound(cl.nodes...)
+	wiped.Restart()
+	cl.WaitAllUp()
+	next[wiped.ID] = 1000 // its new log: numbered apart from the old one
+	afterIDs := ingestRound(cl.Nodes...)
 	settled("events after the wipe")
 
 	var newInc string
 	for _, id := range afterIDs {
-		if recvNode(recv, id) == wiped.id {
+		if recvNode(recv, id) == wiped.ID {
 			if newInc == "" {
 				newInc = meshIncarnation(id)
 				if !strings.HasSuffix(id, "-1") {
@@ -453,13 +454,13 @@ func TestMeshWipedPeerNewIncarnation(t *testing.T) {
 	// Move the subscription to the wiped node: it sends from its fresh
 	// copies of the others' logs and its new log.
 	ctx, cancel := context.WithTimeout(context.Background(), meshCallTimeout)
-	_, err = other.api().UpdateSub(ctx, sub.ID, client.Fields{"preferred-server": wiped.id}, true)
+	_, err = other.API().UpdateSub(ctx, sub.ID, client.Fields{"preferred-server": wiped.ID}, true)
 	cancel()
 	if err != nil {
 		t.Fatalf("PATCH preferred-server: %v", err)
 	}
-	cl.waitOwned(sub.ID, func(o string) bool { return o == wiped.id })
-	ingestRound(cl.nodes...)
+	waitOwned(t, cl, sub.ID, func(o string) bool { return o == wiped.ID })
+	ingestRound(cl.Nodes...)
 	settled("events sent by the wiped node")
 
 	got := recv.deliveries()
@@ -467,7 +468,7 @@ func TestMeshWipedPeerNewIncarnation(t *testing.T) {
 	if len(got) != len(all) {
 		times := map[string]int{}
 		for _, d := range got {
-			times[d.id]++
+			times[d.ID]++
 		}
 		n := 0
 		for id, c := range times {
@@ -479,17 +480,16 @@ func TestMeshWipedPeerNewIncarnation(t *testing.T) {
 		}
 		t.Errorf("%d deliveries of %d events: a wiped peer made someone deliver again", len(got), len(all))
 	}
-	vs, _ := owner.getSub(sub.ID)
-	t.Logf("wiped %s: old incarnation %s, new %s; %d events delivered once each; %s", wiped.id, oldInc, newInc, len(all), meshSubSummary(vs))
+	vs, _ := getSub(owner, sub.ID)
+	t.Logf("wiped %s: old incarnation %s, new %s; %d events delivered once each; %s", wiped.ID, oldInc, newInc, len(all), meshSubSummary(vs))
 }
 
 // recvNode is the "node" of a delivered event ("" if not delivered).
 func recvNode(r *meshReceiver, id string) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, d := range r.got {
-		if d.id == id {
-			return d.node
+	for _, e := range r.Events() {
+		if e.ID == id {
+			n, _ := e.Fields["node"].(string)
+			return n
 		}
 	}
 	return ""
@@ -506,60 +506,60 @@ func TestMeshRetentionDropsCounted(t *testing.T) {
 	down := newMeshReceiver(t)
 	down.down.Store(true)
 	healthy := newMeshReceiver(t)
-	n3 := cl.node("n3")
-	subD := n3.createSub(client.Fields{"model": "call", "domain": "ret.example", "post-url": down.url()})
-	subH := n3.createSub(client.Fields{"model": "call", "domain": "ret.example", "post-url": healthy.url()})
-	owner := cl.waitOwned(subD.ID, func(string) bool { return true })
-	cl.waitOwned(subH.ID, func(string) bool { return true })
+	n3 := cl.Node("n3")
+	subD := createSubOn(t, n3, client.Fields{"model": "call", "domain": "ret.example", "post-url": down.URL()})
+	subH := createSubOn(t, n3, client.Fields{"model": "call", "domain": "ret.example", "post-url": healthy.URL()})
+	owner := waitOwned(t, cl, subD.ID, func(string) bool { return true })
+	waitOwned(t, cl, subH.ID, func(string) bool { return true })
 	// Events of another domain: not matched, so never counted as dropped.
-	for _, nd := range cl.nodes {
-		nd.mustIngestSeq("other.example", 0, 10)
+	for _, nd := range cl.Nodes {
+		mustIngestSeq(t, nd, "other.example", 0, 10)
 	}
 
 	const perNode = 30
 	var lost []string
-	for _, nd := range cl.nodes {
-		lost = append(lost, nd.mustIngestSeq("ret.example", 0, perNode)...)
+	for _, nd := range cl.Nodes {
+		lost = append(lost, mustIngestSeq(t, nd, "ret.example", 0, perNode)...)
 	}
 	total := uint64(len(lost))
-	healthy.waitIDs(t, "events at the healthy endpoint", lost, 15*time.Second)
+	waitIDs(t, healthy, "events at the healthy endpoint", lost, 15*time.Second)
 	waitFor(t, func() (bool, string, string) {
-		n := down.refusedPosts()
+		n := down.Refused()
 		return n >= 1, "a POST refused by the down endpoint", fmt.Sprint(n)
 	}, 10*time.Second)
 
 	// Retention drops them everywhere; every node counts its own. Nothing
 	// is held for delivery any more (lag 0).
-	v := n3.waitSubOn(subD.ID, fmt.Sprintf("dropped-count %d and lag 0", total), func(v httpapi.SubView) bool {
+	v := waitSubOn(t, n3, subD.ID, fmt.Sprintf("dropped-count %d and lag 0", total), func(v httpapi.SubView) bool {
 		return v.DroppedCount >= total && v.Lag == 0
 	}, 15*time.Second)
-	t.Logf("down endpoint (owner %s): %s after %d refused POSTs", owner.id, meshSubSummary(v), down.refusedPosts())
+	t.Logf("down endpoint (owner %s): %s after %d refused POSTs", owner.ID, meshSubSummary(v), down.Refused())
 
 	// The endpoint recovers; events after that are delivered, the dropped
 	// ones never.
 	down.down.Store(false)
 	var later []string
-	for _, nd := range cl.nodes {
-		later = append(later, nd.mustIngestSeq("ret.example", 1000, 5)...)
+	for _, nd := range cl.Nodes {
+		later = append(later, mustIngestSeq(t, nd, "ret.example", 1000, 5)...)
 	}
-	down.waitIDs(t, "events after the recovery", later, 15*time.Second)
-	healthy.waitIDs(t, "events after the recovery at the healthy endpoint", later, 15*time.Second)
+	waitIDs(t, down, "events after the recovery", later, 15*time.Second)
+	waitIDs(t, healthy, "events after the recovery at the healthy endpoint", later, 15*time.Second)
 	lostSet := map[string]bool{}
 	for _, id := range lost {
 		lostSet[id] = true
 	}
 	for _, d := range down.deliveries() {
-		if lostSet[d.id] {
-			t.Errorf("event %s (%s #%d) was counted as dropped but delivered after the recovery", d.id, d.src, d.mseq)
+		if lostSet[d.ID] {
+			t.Errorf("event %s (%s #%d) was counted as dropped but delivered after the recovery", d.ID, d.src, d.mseq)
 		}
 	}
-	vD := n3.waitSubOn(subD.ID, "the recovery counted", func(v httpapi.SubView) bool {
+	vD := waitSubOn(t, n3, subD.ID, "the recovery counted", func(v httpapi.SubView) bool {
 		return v.EventsCount == uint64(len(later)) && v.Lag == 0 && v.Status == "active"
 	}, 10*time.Second)
 	if vD.DroppedCount != total {
 		t.Errorf("down endpoint: dropped-count %d, want %d (the matching events retention dropped)", vD.DroppedCount, total)
 	}
-	vH := n3.waitSubOn(subH.ID, "everything delivered", func(v httpapi.SubView) bool {
+	vH := waitSubOn(t, n3, subH.ID, "everything delivered", func(v httpapi.SubView) bool {
 		return v.EventsCount == total+uint64(len(later)) && v.Lag == 0
 	}, 10*time.Second)
 	if vH.DroppedCount != 0 {

@@ -7,50 +7,30 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hookswitch/hookswitch/httpapi"
 	"github.com/hookswitch/hookswitch/httpapi/client"
+	"github.com/hookswitch/hookswitch/integration/harness"
 )
 
-// Helpers of the event pipeline tests (pipeline_test.go): webhook receivers
-// running in the test process, raw ingest, and subscription polling.
+// Helpers of the event pipeline tests (pipeline_test.go): the receiver
+// (harness.Receiver) seen through the tests' types, raw ingest, and
+// subscription polling.
 
 // pipelineAgentArgs make an agent report (and so commit cursors and
 // counters) five times a second, so the tests see them converge quickly.
 var pipelineAgentArgs = []string{"--report-interval", "200ms", "--lease", "600ms", "--down-after", "1s"}
 
-// startPipelineAgent starts a dev agent with fast reports and the given
-// extra flags, and waits until its root token is accepted: /readyz turns
-// 200 once the node's registration is committed, which the first leader
-// commits a moment before the root token, so an API call right after
-// startDevAgent can get a 401.
-func startPipelineAgent(t *testing.T, extra ...string) *agent {
+// startPipelineAgent starts a dev agent (harness.StartDev, which waits
+// until its root token is accepted) with fast reports and the given extra
+// flags.
+func startPipelineAgent(t *testing.T, extra ...string) *harness.Node {
 	t.Helper()
-	a := startDevAgent(t, append(append([]string{}, pipelineAgentArgs...), extra...)...)
-	c := a.client()
-	waitFor(t, func() (bool, string, string) {
-		_, err := c.ListSubs(context.Background(), nil)
-		return err == nil, "the root token to be accepted", fmt.Sprint(err)
-	}, readyTimeout)
-	return a
-}
-
-// nodeID reads the agent's node id from its data dir.
-func (a *agent) nodeID() string {
-	a.t.Helper()
-	b, err := os.ReadFile(filepath.Join(a.dataDir, "node-id"))
-	if err != nil {
-		a.t.Fatalf("node-id: %v", err)
-	}
-	return strings.TrimSpace(string(b))
+	return startDevAgent(t, append(append([]string{}, pipelineAgentArgs...), extra...)...)
 }
 
 // answer is what a receiver replies to one POST.
@@ -71,7 +51,7 @@ type receivedPost struct {
 
 // gotEvent is one event of a POST the receiver accepted (2xx).
 type gotEvent struct {
-	id     string
+	ID     string
 	seq    int64 // the test's "seq" field; -1 when absent
 	raw    []byte
 	fields map[string]any
@@ -79,114 +59,35 @@ type gotEvent struct {
 	at     time.Time
 }
 
-// receiver is a webhook endpoint on 127.0.0.1 that records every POST and
-// answers as answerFn says (200 when nil). Bodies are expected to be JSON
-// arrays of event objects (json-array encoding).
+// receiver is a harness.Receiver that answers as the test's answer
+// function says, seen through the pipeline tests' types.
 type receiver struct {
-	t       testing.TB
-	srv     *httptest.Server
-	answer  func(n int) answer
-	release chan struct{} // closed at cleanup: hanging handlers return
-
-	mu       sync.Mutex
-	posts    []receivedPost
-	events   []gotEvent     // of accepted POSTs, in arrival order
-	times    map[string]int // accepted deliveries per event-id
-	first    map[string][]byte
-	inFlight int
-	problems []string // malformed bodies, duplicates that differ, …
+	*harness.Receiver
 }
 
-// newReceiver starts a receiver; it is closed when the test ends.
+// newReceiver starts a receiver (200 for every POST when answerFn is
+// nil); it is closed when the test ends.
 func newReceiver(t testing.TB, answerFn func(n int) answer) *receiver {
 	t.Helper()
-	r := &receiver{
-		t: t, answer: answerFn, release: make(chan struct{}),
-		times: map[string]int{}, first: map[string][]byte{},
-	}
-	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
-	t.Cleanup(func() {
-		close(r.release)
-		r.srv.CloseClientConnections()
-		r.srv.Close()
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		for _, p := range r.problems {
-			t.Errorf("receiver %s: %s", r.srv.URL, p)
+	var o harness.ReceiverOptions
+	if answerFn != nil {
+		o.Reply = func(n int, _ *http.Request) harness.Reply {
+			a := answerFn(n)
+			return harness.Reply{Status: a.status, Header: a.header, Hang: a.hang}
 		}
-	})
-	return r
+	}
+	return &receiver{harness.NewReceiver(t, o)}
 }
 
-func (r *receiver) url() string { return r.srv.URL + "/hook" }
-
-func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
-	body, err := io.ReadAll(req.Body)
-	at := time.Now()
-	r.mu.Lock()
-	n := len(r.posts)
-	a := answer{}
-	if r.answer != nil {
-		a = r.answer(n)
+// Snapshot returns copies of what the receiver has got so far.
+func (r *receiver) Snapshot() (posts []receivedPost, events []gotEvent) {
+	for _, p := range r.Posts() {
+		posts = append(posts, receivedPost{n: p.N, at: p.At, header: p.Header, body: p.Body, status: p.Status})
 	}
-	if err != nil {
-		r.problems = append(r.problems, fmt.Sprintf("POST %d: reading the body: %v", n, err))
+	for _, e := range r.Events() {
+		events = append(events, gotEvent{ID: e.ID, seq: seqOf(e.Fields), raw: e.Raw, fields: e.Fields, post: e.Post, at: e.At})
 	}
-	r.posts = append(r.posts, receivedPost{n: n, at: at, header: req.Header.Clone(), body: body})
-	if a.hang {
-		r.inFlight++
-		r.mu.Unlock()
-		select {
-		case <-req.Context().Done():
-		case <-r.release:
-		}
-		r.mu.Lock()
-		r.inFlight--
-		r.mu.Unlock()
-		return
-	}
-	status := a.status
-	if status == 0 {
-		status = http.StatusOK
-	}
-	r.posts[n].status = status
-	if status >= 200 && status < 300 {
-		r.record(n, at, body)
-	}
-	r.mu.Unlock()
-	for k, v := range a.header {
-		w.Header().Set(k, v)
-	}
-	w.WriteHeader(status)
-}
-
-// record notes the events of an accepted POST. Called with r.mu held.
-func (r *receiver) record(n int, at time.Time, body []byte) {
-	var raws []json.RawMessage
-	if err := json.Unmarshal(body, &raws); err != nil {
-		r.problems = append(r.problems, fmt.Sprintf("POST %d: body is not a JSON array: %v: %.200s", n, err, body))
-		return
-	}
-	for i, raw := range raws {
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.UseNumber()
-		var f map[string]any
-		if err := dec.Decode(&f); err != nil {
-			r.problems = append(r.problems, fmt.Sprintf("POST %d event %d: not a JSON object: %v", n, i, err))
-			continue
-		}
-		id, _ := f["event-id"].(string)
-		if id == "" {
-			r.problems = append(r.problems, fmt.Sprintf("POST %d event %d: no event-id: %s", n, i, raw))
-		}
-		if prev, ok := r.first[id]; ok && !bytes.Equal(prev, raw) {
-			r.problems = append(r.problems, fmt.Sprintf("event %s delivered again with a different body:\nfirst %s\nnow   %s", id, prev, raw))
-		} else if !ok {
-			r.first[id] = append([]byte(nil), raw...)
-		}
-		r.times[id]++
-		r.events = append(r.events, gotEvent{id: id, seq: seqOf(f), raw: append([]byte(nil), raw...), fields: f, post: n, at: at})
-	}
+	return posts, events
 }
 
 // seqOf returns the event's "seq" field (a JSON number, or a string when
@@ -203,83 +104,6 @@ func seqOf(f map[string]any) int64 {
 		}
 	}
 	return -1
-}
-
-// snapshot returns copies of what the receiver has got so far.
-func (r *receiver) snapshot() (posts []receivedPost, events []gotEvent) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]receivedPost(nil), r.posts...), append([]gotEvent(nil), r.events...)
-}
-
-// postCount is the number of POSTs received (any answer).
-func (r *receiver) postCount() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.posts)
-}
-
-// distinct is the number of distinct event-ids accepted.
-func (r *receiver) distinct() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.times)
-}
-
-// has reports whether every id has been accepted at least once, and how
-// many are missing.
-func (r *receiver) missing(ids []string) (missing int, example string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, id := range ids {
-		if r.times[id] == 0 {
-			if missing == 0 {
-				example = id
-			}
-			missing++
-		}
-	}
-	return missing, example
-}
-
-// duplicates is the number of deliveries beyond the first, over all ids.
-func (r *receiver) duplicates() (extra int, ids []string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for id, n := range r.times {
-		if n > 1 {
-			extra += n - 1
-			ids = append(ids, id)
-		}
-	}
-	return extra, ids
-}
-
-// hanging is the number of requests the receiver holds unanswered now.
-func (r *receiver) hanging() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.inFlight
-}
-
-// waitDistinct waits until the receiver has accepted at least n distinct
-// event-ids.
-func (r *receiver) waitDistinct(t testing.TB, n int, timeout time.Duration) {
-	t.Helper()
-	waitFor(t, func() (bool, string, string) {
-		got := r.distinct()
-		return got >= n, fmt.Sprintf("%d distinct events at %s", n, r.url()), fmt.Sprintf("%d", got)
-	}, timeout)
-}
-
-// waitIDs waits until every id has been accepted at least once.
-func (r *receiver) waitIDs(t testing.TB, ids []string, timeout time.Duration) {
-	t.Helper()
-	waitFor(t, func() (bool, string, string) {
-		m, ex := r.missing(ids)
-		return m == 0, fmt.Sprintf("all %d events at %s", len(ids), r.url()),
-			fmt.Sprintf("%d missing (e.g. %s)", m, ex)
-	}, timeout)
 }
 
 // createSub creates a subscription and fails the test on error.
@@ -329,8 +153,8 @@ var ingestHTTP = &http.Client{Timeout: 30 * time.Second}
 // ingestRaw posts body to the agent's /v1/events with the given
 // Content-Type (none when empty). A transport error is returned, not
 // fatal (the agent may be being killed).
-func ingestRaw(a *agent, contentType string, body []byte) (ingestResult, error) {
-	req, err := http.NewRequest(http.MethodPost, a.baseURL()+"/v1/events", bytes.NewReader(body))
+func ingestRaw(a *harness.Node, contentType string, body []byte) (ingestResult, error) {
+	req, err := http.NewRequest(http.MethodPost, a.BaseURL()+"/v1/events", bytes.NewReader(body))
 	if err != nil {
 		return ingestResult{}, err
 	}
@@ -356,8 +180,8 @@ func ingestRaw(a *agent, contentType string, body []byte) (ingestResult, error) 
 }
 
 // ingestRawReader posts a body of unknown length (chunked).
-func ingestRawReader(a *agent, contentType string, body io.Reader) (ingestResult, error) {
-	req, err := http.NewRequest(http.MethodPost, a.baseURL()+"/v1/events", body)
+func ingestRawReader(a *harness.Node, contentType string, body io.Reader) (ingestResult, error) {
+	req, err := http.NewRequest(http.MethodPost, a.BaseURL()+"/v1/events", body)
 	if err != nil {
 		return ingestResult{}, err
 	}
@@ -373,7 +197,7 @@ func ingestRawReader(a *agent, contentType string, body io.Reader) (ingestResult
 
 // mustIngest posts events (a JSON object or array) and fails the test
 // unless they are accepted; it returns the event ids.
-func mustIngest(t testing.TB, a *agent, events any) []string {
+func mustIngest(t testing.TB, a *harness.Node, events any) []string {
 	t.Helper()
 	body, err := json.Marshal(events)
 	if err != nil {

@@ -54,13 +54,13 @@ func checkSignatures(t *testing.T, posts []receivedPost, secret, wrongSecret str
 // none of them, and that the subscription's counters converge.
 func TestDeliveryOrderHeadersSignature(t *testing.T) {
 	a := startPipelineAgent(t)
-	c := a.client()
-	node := a.nodeID()
+	c := a.API()
+	node := a.ID
 	recv := newReceiver(t, nil)
 	other := newReceiver(t, nil)
-	sub := createSub(t, c, client.Fields{"model": "call", "domain": "one.example", "post-url": recv.url(),
+	sub := createSub(t, c, client.Fields{"model": "call", "domain": "one.example", "post-url": recv.URL(),
 		"encoding": "json-array", "batch-max": 10})
-	otherSub := createSub(t, c, client.Fields{"model": "call", "domain": "two.example", "post-url": other.url()})
+	otherSub := createSub(t, c, client.Fields{"model": "call", "domain": "two.example", "post-url": other.URL()})
 
 	const total = 500
 	began := time.Now()
@@ -95,31 +95,31 @@ func TestDeliveryOrderHeadersSignature(t *testing.T) {
 		t.Fatalf("ingested %d events, want %d", len(ids), total)
 	}
 
-	recv.waitDistinct(t, total, 15*time.Second)
+	recv.WaitDistinct(t, total, 15*time.Second)
 	// A marker for the other domain: once it has arrived there, everything
 	// ingested before it has been matched against that subscription too.
 	marker := mustIngest(t, a, callEvent("two.example", 9999))
-	other.waitDistinct(t, 1, 10*time.Second)
+	other.WaitDistinct(t, 1, 10*time.Second)
 	t.Logf("500 events delivered %s after the first ingest", time.Since(began).Round(time.Millisecond))
 
-	posts, events := recv.snapshot()
+	posts, events := recv.Snapshot()
 	if len(events) != total {
-		extra, dupIDs := recv.duplicates()
+		extra, dupIDs := recv.Duplicates()
 		t.Fatalf("receiver accepted %d events, want exactly %d (duplicates: %d, e.g. %v)", len(events), total, extra, dupIDs[:min(3, len(dupIDs))])
 	}
 	nowMs := time.Now().UnixMilli()
 	for i, ev := range events {
-		if ev.id != ids[i] || ev.seq != int64(i) {
-			t.Fatalf("event %d received: id %s seq %d; want id %s seq %d (ingest order)", i, ev.id, ev.seq, ids[i], i)
+		if ev.ID != ids[i] || ev.seq != int64(i) {
+			t.Fatalf("event %d received: id %s seq %d; want id %s seq %d (ingest order)", i, ev.ID, ev.seq, ids[i], i)
 		}
 		f := ev.fields
 		if f["node"] != node || f["model"] != "call" || f["domain"] != "one.example" {
-			t.Errorf("event %s: node %v model %v domain %v; want %s call one.example", ev.id, f["node"], f["model"], f["domain"], node)
+			t.Errorf("event %s: node %v model %v domain %v; want %s call one.example", ev.ID, f["node"], f["model"], f["domain"], node)
 		}
 		n, ok := f["ingest-time"].(json.Number)
 		ms, err := n.Int64()
 		if !ok || err != nil || ms < began.UnixMilli()-1000 || ms > nowMs {
-			t.Errorf("event %s: ingest-time %v is not unix ms within the test", ev.id, f["ingest-time"])
+			t.Errorf("event %s: ingest-time %v is not unix ms within the test", ev.ID, f["ingest-time"])
 		}
 	}
 	// The Enswitch form event: class stood for model, fields are strings.
@@ -159,11 +159,11 @@ func TestDeliveryOrderHeadersSignature(t *testing.T) {
 	checkSignatures(t, posts, sub.Secret, otherSub.Secret)
 
 	// The other domain's subscription got the marker and nothing else.
-	_, otherEvents := other.snapshot()
-	if len(otherEvents) != 1 || otherEvents[0].id != marker[0] {
+	_, otherEvents := other.Snapshot()
+	if len(otherEvents) != 1 || otherEvents[0].ID != marker[0] {
 		t.Errorf("two.example subscription: got %d events (%v), want only the marker %s", len(otherEvents), otherEvents, marker[0])
 	}
-	if _, evs := recv.snapshot(); len(evs) != total {
+	if _, evs := recv.Snapshot(); len(evs) != total {
 		t.Errorf("one.example subscription got %d events after the marker, want %d", len(evs), total)
 	}
 
@@ -198,7 +198,7 @@ func ingestIndexOfForm(sizes []int, formAt int) int {
 // arrived in order, and status and counters tell the story.
 func TestReceiverFailsThenRecovers(t *testing.T) {
 	a := startPipelineAgent(t)
-	c := a.client()
+	c := a.API()
 	failures := []answer{
 		{status: http.StatusInternalServerError},
 		{status: http.StatusInternalServerError},
@@ -210,13 +210,13 @@ func TestReceiverFailsThenRecovers(t *testing.T) {
 		}
 		return answer{}
 	})
-	sub := createSub(t, c, client.Fields{"model": "call", "domain": "flaky.example", "post-url": recv.url(), "batch-max": 50})
+	sub := createSub(t, c, client.Fields{"model": "call", "domain": "flaky.example", "post-url": recv.URL(), "batch-max": 50})
 	statuses := watchStatus(t, c, sub.ID)
 
 	const total = 200
 	ids := mustIngest(t, a, callEvents("flaky.example", 0, 10))
 	waitFor(t, func() (bool, string, string) {
-		n := recv.postCount()
+		n := recv.PostCount()
 		return n >= 1, "the first POST (answered 500)", fmt.Sprint(n, " POSTs")
 	}, 10*time.Second)
 	for seq := 10; seq < total; seq += 10 {
@@ -224,8 +224,8 @@ func TestReceiverFailsThenRecovers(t *testing.T) {
 	}
 	ingestDone := time.Now()
 
-	recv.waitDistinct(t, total, 20*time.Second)
-	posts, events := recv.snapshot()
+	recv.WaitDistinct(t, total, 20*time.Second)
+	posts, events := recv.Snapshot()
 	if len(posts) < len(failures)+1 {
 		t.Fatalf("%d POSTs, want at least %d", len(posts), len(failures)+1)
 	}
@@ -261,8 +261,8 @@ func TestReceiverFailsThenRecovers(t *testing.T) {
 		t.Errorf("receiver accepted %d events, want exactly %d", len(events), total)
 	}
 	for i, ev := range events {
-		if i < total && (ev.seq != int64(i) || ev.id != ids[i]) {
-			t.Fatalf("accepted event %d: seq %d id %s; want seq %d id %s (order kept)", i, ev.seq, ev.id, i, ids[i])
+		if i < total && (ev.seq != int64(i) || ev.ID != ids[i]) {
+			t.Fatalf("accepted event %d: seq %d id %s; want seq %d id %s (order kept)", i, ev.seq, ev.ID, i, ids[i])
 		}
 	}
 
@@ -296,9 +296,9 @@ func TestReceiverFailsThenRecovers(t *testing.T) {
 // is delivered at least once, duplicates keeping their event-id and body.
 func TestKill9MidStreamLosesNothing(t *testing.T) {
 	a := startPipelineAgent(t)
-	c := a.client()
+	c := a.API()
 	recv := newReceiver(t, nil)
-	sub := createSub(t, c, client.Fields{"model": "call", "domain": "kill.example", "post-url": recv.url()})
+	sub := createSub(t, c, client.Fields{"model": "call", "domain": "kill.example", "post-url": recv.URL()})
 
 	const (
 		total     = 3000
@@ -346,7 +346,7 @@ func TestKill9MidStreamLosesNothing(t *testing.T) {
 				// assigned and the lease renewed within moments), so the
 				// kill lands mid-stream with ingest still going.
 				deadline := time.Now().Add(20 * time.Second)
-				for recv.distinct() == 0 && time.Now().Before(deadline) {
+				for recv.Distinct() == 0 && time.Now().Before(deadline) {
 					time.Sleep(10 * time.Millisecond)
 				}
 			}
@@ -361,31 +361,31 @@ func TestKill9MidStreamLosesNothing(t *testing.T) {
 	// subscription is assigned and the node's lease renewed within
 	// moments of its creation, but ingest may be faster than that).
 	waitFor(t, func() (bool, string, string) {
-		n, d := countAccepted(), recv.distinct()
+		n, d := countAccepted(), recv.Distinct()
 		return n >= killAfter && d > 0, fmt.Sprintf("%d events accepted and some delivered", killAfter),
 			fmt.Sprintf("%d accepted, %d delivered", n, d)
 	}, 20*time.Second)
 
 	killed.Store(true)
-	deliveredAtKill := recv.distinct()
+	deliveredAtKill := recv.Distinct()
 	mu.Lock()
 	preKill := append([]string(nil), accepted...)
 	mu.Unlock()
 	acceptedAtKill := len(preKill)
 	killedAt := time.Now()
-	a.kill()
+	a.Kill()
 	killDone := time.Now()
 	t.Logf("SIGKILL with %d events accepted, %d delivered", acceptedAtKill, deliveredAtKill)
 	if deliveredAtKill == 0 {
 		t.Errorf("nothing had been delivered when the agent was killed: not mid-stream")
 	}
 
-	a.start()
+	a.Start()
 	readyAt := time.Now()
 	close(restarted)
 	t.Logf("restart until ready: %s", readyAt.Sub(killedAt).Round(time.Millisecond))
-	c = a.client()
-	recv.waitIDs(t, preKill, 20*time.Second)
+	c = a.API()
+	recv.WaitIDs(t, preKill, 20*time.Second)
 	caughtUp := time.Since(readyAt)
 	select {
 	case <-ingesterDone:
@@ -406,10 +406,10 @@ func TestKill9MidStreamLosesNothing(t *testing.T) {
 		t.Errorf("event ids before (%s) and after (%s) the restart have different log incarnations", accepted[0], accepted[len(accepted)-1])
 	}
 
-	recv.waitIDs(t, accepted, 20*time.Second)
+	recv.WaitIDs(t, accepted, 20*time.Second)
 	recovered := time.Since(readyAt)
 
-	_, events := recv.snapshot()
+	_, events := recv.Snapshot()
 	acc := make(map[string]bool, len(accepted))
 	for _, id := range accepted {
 		acc[id] = true
@@ -420,20 +420,20 @@ func TestKill9MidStreamLosesNothing(t *testing.T) {
 	notAccepted := 0
 	lastSeq := int64(-1)
 	for _, ev := range events {
-		times[ev.id]++
-		if prev, ok := bodies[ev.id]; ok {
+		times[ev.ID]++
+		if prev, ok := bodies[ev.ID]; ok {
 			if !bytes.Equal(prev, ev.raw) {
-				t.Errorf("duplicate of %s differs:\nfirst %s\nagain %s", ev.id, prev, ev.raw)
+				t.Errorf("duplicate of %s differs:\nfirst %s\nagain %s", ev.ID, prev, ev.raw)
 			}
 			continue
 		}
-		bodies[ev.id], firstAt[ev.id] = ev.raw, ev.at
-		if !acc[ev.id] {
+		bodies[ev.ID], firstAt[ev.ID] = ev.raw, ev.at
+		if !acc[ev.ID] {
 			notAccepted++ // durable, but its 202 was lost to the kill
 		}
 		// First deliveries keep the log's (= ingest) order.
 		if ev.seq <= lastSeq {
-			t.Errorf("event %s (seq %d) first delivered after seq %d: out of order", ev.id, ev.seq, lastSeq)
+			t.Errorf("event %s (seq %d) first delivered after seq %d: out of order", ev.ID, ev.seq, lastSeq)
 		}
 		lastSeq = ev.seq
 	}
@@ -446,7 +446,7 @@ func TestKill9MidStreamLosesNothing(t *testing.T) {
 	dupLo, dups := int64(-1), 0
 	var dupSince time.Time
 	for _, ev := range events {
-		if times[ev.id] > 1 && ev.at.Before(killDone) && (dupLo < 0 || ev.seq < dupLo) {
+		if times[ev.ID] > 1 && ev.at.Before(killDone) && (dupLo < 0 || ev.seq < dupLo) {
 			dupLo, dupSince = ev.seq, ev.at
 		}
 	}
@@ -461,7 +461,7 @@ func TestKill9MidStreamLosesNothing(t *testing.T) {
 			if !ev.at.Before(killDone) {
 				break
 			}
-			if redelivered := times[ev.id] > 1; redelivered != (ev.seq >= dupLo) {
+			if redelivered := times[ev.ID] > 1; redelivered != (ev.seq >= dupLo) {
 				t.Errorf("event seq %d delivered before the kill: redelivered %v; want the duplicates to be the run from seq %d on", ev.seq, redelivered, dupLo)
 			}
 		}
@@ -486,13 +486,13 @@ func TestKill9MidStreamLosesNothing(t *testing.T) {
 // promptly, and the hanging one turns to error once its timeout expires.
 func TestHangingEndpointDoesNotDelayOthers(t *testing.T) {
 	a := startPipelineAgent(t)
-	c := a.client()
+	c := a.API()
 	hang := newReceiver(t, func(int) answer { return answer{hang: true} })
 	ok := newReceiver(t, nil)
 	const timeout = 8 * time.Second // longer than the bound B is held to
-	subA := createSub(t, c, client.Fields{"model": "call", "domain": "hang.example", "post-url": hang.url(),
+	subA := createSub(t, c, client.Fields{"model": "call", "domain": "hang.example", "post-url": hang.URL(),
 		"timeout-ms": timeout.Milliseconds()})
-	subB := createSub(t, c, client.Fields{"model": "call", "domain": "hang.example", "post-url": ok.url()})
+	subB := createSub(t, c, client.Fields{"model": "call", "domain": "hang.example", "post-url": ok.URL()})
 
 	const rounds, perRound = 5, 10
 	const bound = 5 * time.Second
@@ -505,26 +505,26 @@ func TestHangingEndpointDoesNotDelayOthers(t *testing.T) {
 			t.Errorf("ingest round %d took %s", r, d)
 		}
 		ids = append(ids, got...)
-		ok.waitIDs(t, ids, 2*bound)
-		_, events := ok.snapshot()
+		ok.WaitIDs(t, ids, 2*bound)
+		_, events := ok.Snapshot()
 		for _, ev := range events[len(events)-perRound:] {
 			if lat := ev.at.Sub(sent); lat > bound {
-				t.Errorf("event %s reached the healthy receiver %s after its ingest (bound %s)", ev.id, lat, bound)
+				t.Errorf("event %s reached the healthy receiver %s after its ingest (bound %s)", ev.ID, lat, bound)
 			}
 		}
 		if r == 0 {
 			// A's first POST carries the same first event and hangs.
 			waitFor(t, func() (bool, string, string) {
-				n := hang.hanging()
+				n := hang.Hanging()
 				return n >= 1, "a POST held by the hanging receiver", fmt.Sprint(n)
 			}, bound)
-			posts, _ := hang.snapshot()
+			posts, _ := hang.Snapshot()
 			firstHang = posts[0].at
 		}
 	}
 	if time.Since(firstHang) < timeout-time.Second {
 		// Still within A's first attempt: exactly that POST is held.
-		if n, p := hang.hanging(), hang.postCount(); n != 1 || p != 1 {
+		if n, p := hang.Hanging(), hang.PostCount(); n != 1 || p != 1 {
 			t.Errorf("the hanging receiver holds %d of %d POSTs, want 1 of 1 (one POST in flight per subscription)", n, p)
 		}
 		v, err := c.GetSub(context.Background(), subA.ID)
@@ -537,7 +537,7 @@ func TestHangingEndpointDoesNotDelayOthers(t *testing.T) {
 	}
 	t.Logf("healthy subscription got all %d events; the hanging POST has been held for %s", len(ids), time.Since(firstHang).Round(time.Millisecond))
 
-	if _, evs := hang.snapshot(); len(evs) != 0 {
+	if _, evs := hang.Snapshot(); len(evs) != 0 {
 		t.Fatalf("the hanging receiver accepted %d events", len(evs))
 	}
 	waitSub(t, c, subB.ID, "B active, every event counted, lag 0", func(v httpapi.SubView) bool {
@@ -564,7 +564,7 @@ func TestHangingEndpointDoesNotDelayOthers(t *testing.T) {
 // a healthy subscription got them all and dropped none.
 func TestRetentionDropsAndCounts(t *testing.T) {
 	a := startPipelineAgent(t, "--retention", "1s", "--trim-interval", "200ms")
-	c := a.client()
+	c := a.API()
 	ctx := context.Background()
 	var down atomic.Bool
 	down.Store(true)
@@ -579,9 +579,9 @@ func TestRetentionDropsAndCounts(t *testing.T) {
 	f := func(u string) client.Fields {
 		return client.Fields{"model": "call", "domain": "ret.example", "post-url": u}
 	}
-	subH := createSub(t, c, f(healthy.url()))
-	subD := createSub(t, c, f(failing.url()))
-	subP := createSub(t, c, f(pausedRecv.url()))
+	subH := createSub(t, c, f(healthy.URL()))
+	subD := createSub(t, c, f(failing.URL()))
+	subP := createSub(t, c, f(pausedRecv.URL()))
 	if _, err := c.PauseSub(ctx, subP.ID, true); err != nil {
 		t.Fatalf("pause: %v", err)
 	}
@@ -591,9 +591,9 @@ func TestRetentionDropsAndCounts(t *testing.T) {
 	for seq := 0; seq < total; seq += 10 {
 		ids = append(ids, mustIngest(t, a, callEvents("ret.example", seq, 10))...)
 	}
-	healthy.waitIDs(t, ids, 10*time.Second)
+	healthy.WaitIDs(t, ids, 10*time.Second)
 	waitFor(t, func() (bool, string, string) {
-		n := failing.postCount()
+		n := failing.PostCount()
 		return n >= 1, "a POST to the failing receiver", fmt.Sprint(n)
 	}, 10*time.Second)
 
@@ -615,11 +615,11 @@ func TestRetentionDropsAndCounts(t *testing.T) {
 		t.Fatalf("resume: %v", err)
 	}
 	marker := mustIngest(t, a, callEvent("ret.example", 1000))
-	failing.waitIDs(t, marker, 10*time.Second)
-	pausedRecv.waitIDs(t, marker, 10*time.Second)
-	healthy.waitIDs(t, marker, 10*time.Second)
+	failing.WaitIDs(t, marker, 10*time.Second)
+	pausedRecv.WaitIDs(t, marker, 10*time.Second)
+	healthy.WaitIDs(t, marker, 10*time.Second)
 	for name, r := range map[string]*receiver{"receiver-down": failing, "paused": pausedRecv} {
-		_, evs := r.snapshot()
+		_, evs := r.Snapshot()
 		if len(evs) != 1 {
 			var seqs []int64
 			for _, ev := range evs {
@@ -652,16 +652,16 @@ func TestRetentionDropsAndCounts(t *testing.T) {
 // and bodies, in order.
 func TestReplayRedelivers(t *testing.T) {
 	a := startPipelineAgent(t)
-	c := a.client()
+	c := a.API()
 	recv := newReceiver(t, nil)
-	sub := createSub(t, c, client.Fields{"model": "call", "domain": "replay.example", "post-url": recv.url()})
+	sub := createSub(t, c, client.Fields{"model": "call", "domain": "replay.example", "post-url": recv.URL()})
 	before := time.Now().Add(-time.Second)
 	var ids []string
 	ids = append(ids, mustIngest(t, a, callEvents("replay.example", 0, 10))...)
 	ids = append(ids, mustIngest(t, a, callEvents("replay.example", 10, 10))...)
-	recv.waitIDs(t, ids, 10*time.Second)
+	recv.WaitIDs(t, ids, 10*time.Second)
 	waitSub(t, c, sub.ID, "20 events counted", func(v httpapi.SubView) bool { return v.EventsCount == 20 && v.Lag == 0 }, 10*time.Second)
-	_, first := recv.snapshot()
+	_, first := recv.Snapshot()
 	if len(first) != 20 {
 		t.Fatalf("got %d events before the replay, want 20", len(first))
 	}
@@ -670,16 +670,16 @@ func TestReplayRedelivers(t *testing.T) {
 		t.Fatalf("replay: %v", err)
 	}
 	waitFor(t, func() (bool, string, string) {
-		_, evs := recv.snapshot()
+		_, evs := recv.Snapshot()
 		return len(evs) >= 40, "40 deliveries (20, then the replayed 20)", fmt.Sprint(len(evs))
 	}, 10*time.Second)
-	_, evs := recv.snapshot()
+	_, evs := recv.Snapshot()
 	if len(evs) != 40 {
 		t.Fatalf("%d deliveries, want 40", len(evs))
 	}
 	for i, ev := range evs[20:] {
-		if ev.id != ids[i] || !bytes.Equal(ev.raw, first[i].raw) {
-			t.Errorf("replayed event %d: %s %s; want %s %s", i, ev.id, ev.raw, ids[i], first[i].raw)
+		if ev.ID != ids[i] || !bytes.Equal(ev.raw, first[i].raw) {
+			t.Errorf("replayed event %d: %s %s; want %s %s", i, ev.ID, ev.raw, ids[i], first[i].raw)
 		}
 	}
 	waitSub(t, c, sub.ID, "40 events counted", func(v httpapi.SubView) bool {
@@ -692,21 +692,21 @@ func TestReplayRedelivers(t *testing.T) {
 // nothing refused is stored, and the node still serves and delivers.
 func TestIngestBadInput(t *testing.T) {
 	a := startPipelineAgent(t)
-	c := a.client()
+	c := a.API()
 	ctx := context.Background()
-	node := a.nodeID()
+	node := a.ID
 	good := newReceiver(t, nil)
 	redirectTarget := newReceiver(t, nil)
 	redirect := newReceiver(t, func(int) answer {
-		return answer{status: http.StatusFound, header: map[string]string{"Location": redirectTarget.url()}}
+		return answer{status: http.StatusFound, header: map[string]string{"Location": redirectTarget.URL()}}
 	})
 	gone := newReceiver(t, func(int) answer { return answer{status: http.StatusGone} })
 	f := func(u string) client.Fields {
 		return client.Fields{"model": "call", "domain": "bad.example", "post-url": u}
 	}
-	subGood := createSub(t, c, f(good.url()))
-	subRedirect := createSub(t, c, f(redirect.url()))
-	subGone := createSub(t, c, f(gone.url()))
+	subGood := createSub(t, c, f(good.URL()))
+	subRedirect := createSub(t, c, f(redirect.URL()))
+	subGone := createSub(t, c, f(gone.URL()))
 
 	refused := func(what string, ct string, body []byte, want int, wantInError string) {
 		t.Helper()
@@ -761,8 +761,8 @@ func TestIngestBadInput(t *testing.T) {
 	if forgedID == "forged-1" {
 		t.Fatalf("the 202 answer echoes the source's event-id")
 	}
-	good.waitIDs(t, []string{forgedID}, 10*time.Second)
-	_, evs := good.snapshot()
+	good.WaitIDs(t, []string{forgedID}, 10*time.Second)
+	_, evs := good.Snapshot()
 	if len(evs) != 1 {
 		t.Fatalf("the receiver got %d events, want only the one accepted (nothing of the refused requests)", len(evs))
 	}
@@ -782,7 +782,7 @@ func TestIngestBadInput(t *testing.T) {
 	if !strings.Contains(vr.LastError, "redirect") || vr.EventsCount != 0 {
 		t.Errorf("redirecting receiver: %s; want last-error about the redirect, no event counted", subSummary(vr))
 	}
-	if redirect.postCount() < 1 {
+	if redirect.PostCount() < 1 {
 		t.Errorf("the redirecting receiver got no POST")
 	}
 
@@ -795,28 +795,28 @@ func TestIngestBadInput(t *testing.T) {
 	}
 
 	// The node still serves, and a good event is still delivered.
-	if err := a.anonClient().Do(ctx, http.MethodGet, "/healthz", nil, nil); err != nil {
+	if err := a.Anon().Do(ctx, http.MethodGet, "/healthz", nil, nil); err != nil {
 		t.Fatalf("/healthz: %v", err)
 	}
 	last := mustIngest(t, a, callEvent("bad.example", 8))
-	good.waitIDs(t, last, 10*time.Second)
-	if _, evs := good.snapshot(); len(evs) != 2 {
+	good.WaitIDs(t, last, 10*time.Second)
+	if _, evs := good.Snapshot(); len(evs) != 2 {
 		t.Errorf("the good receiver got %d events, want 2", len(evs))
 	}
 	waitSub(t, c, subGood.ID, "active, 2 events", func(v httpapi.SubView) bool {
 		return v.Status == "active" && v.EventsCount == 2 && v.Lag == 0
 	}, 10*time.Second)
 	// The gone subscription stays stopped: still one POST, still suspended.
-	if n := gone.postCount(); n != 1 {
+	if n := gone.PostCount(); n != 1 {
 		t.Errorf("the gone receiver got %d POSTs, want 1", n)
 	}
 	if v, err := c.GetSub(ctx, subGone.ID); err != nil || v.Status != "suspended" {
 		t.Errorf("gone subscription: %v %s, want suspended", err, subSummary(v))
 	}
-	if n := redirectTarget.postCount(); n != 0 {
+	if n := redirectTarget.PostCount(); n != 0 {
 		t.Errorf("the redirect was followed: its target got %d POSTs", n)
 	}
-	if !a.running() {
+	if !a.Running() {
 		t.Fatalf("the agent exited")
 	}
 }

@@ -27,8 +27,8 @@ func decodeJSON(t *testing.T, what, out string, v any) {
 // it with the hookswitch command line, as the README's walk-through does.
 func TestDevAgentAndCLI(t *testing.T) {
 	a := startDevAgent(t)
-	root := a.rootToken()
-	nodeID, err := os.ReadFile(filepath.Join(a.dataDir, "node-id"))
+	root := a.RootToken()
+	nodeID, err := os.ReadFile(filepath.Join(a.DataDir, "node-id"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,16 +37,16 @@ func TestDevAgentAndCLI(t *testing.T) {
 	// The dev banner names the root token and the URLs. It is printed once
 	// the node has started, which may be just after /readyz turned 200.
 	waitFor(t, func() (bool, string, string) {
-		out := a.output()
+		out := a.Stdout()
 		return strings.Contains(out, "root token: "+root), "the dev banner with the root token from root-token", out
 	}, 5*time.Second)
-	banner := a.output()
+	banner := a.Stdout()
 	for _, want := range []string{
-		a.baseURL() + "/v1/subscriptions",
-		a.baseURL() + "/healthz",
-		a.baseURL() + "/readyz",
+		a.BaseURL() + "/v1/subscriptions",
+		a.BaseURL() + "/healthz",
+		a.BaseURL() + "/readyz",
 		"export HOOKSWITCH_TOKEN=" + root,
-		"data in " + a.dataDir,
+		"data in " + a.DataDir,
 	} {
 		if !strings.Contains(banner, want) {
 			t.Errorf("dev banner lacks %q:\n%s", want, banner)
@@ -56,7 +56,7 @@ func TestDevAgentAndCLI(t *testing.T) {
 	// sub create: the CLI finds the node with --addr and the token in the
 	// data dir's root-token (no --token, no HOOKSWITCH_TOKEN).
 	var created httpapi.SubView
-	decodeJSON(t, "sub create", a.mustCLI("sub", "create", "--model", "call", "--domain", "example.com",
+	decodeJSON(t, "sub create", a.MustCLI("sub", "create", "--model", "call", "--domain", "example.com",
 		"--post-url", "http://127.0.0.1:9000/hook", "--json"), &created)
 	if !strings.HasPrefix(created.ID, "sub_") || !strings.HasPrefix(created.Secret, "whsec_") {
 		t.Fatalf("sub create: want a generated sub_ id and whsec_ secret, got id %q secret %q", created.ID, created.Secret)
@@ -72,13 +72,13 @@ func TestDevAgentAndCLI(t *testing.T) {
 	unassigned.CurrentActiveServer = ""
 	checkSub(t, "sub create", created, unassigned)
 	waitFor(t, func() (bool, string, string) {
-		v, err := a.client().GetSub(context.Background(), created.ID)
+		v, err := a.API().GetSub(context.Background(), created.ID)
 		return err == nil && v.CurrentActiveServer == node, "current-active-server " + node, fmt.Sprint(v.CurrentActiveServer, err)
 	}, 10*time.Second)
 
 	// sub list and sub get show it, without the secret.
 	var list []httpapi.SubView
-	decodeJSON(t, "sub list", a.mustCLI("sub", "list", "--json"), &list)
+	decodeJSON(t, "sub list", a.MustCLI("sub", "list", "--json"), &list)
 	if len(list) != 1 {
 		t.Fatalf("sub list: want 1 subscription, got %d: %+v", len(list), list)
 	}
@@ -87,12 +87,12 @@ func TestDevAgentAndCLI(t *testing.T) {
 		t.Errorf("sub list shows the secret")
 	}
 	var got httpapi.SubView
-	decodeJSON(t, "sub get", a.mustCLI("sub", "get", created.ID, "--json"), &got)
+	decodeJSON(t, "sub get", a.MustCLI("sub", "get", created.ID, "--json"), &got)
 	checkSub(t, "sub get", got, want)
 	if got.Secret != "" {
 		t.Errorf("sub get shows the secret")
 	}
-	table := a.mustCLI("sub", "get", created.ID)
+	table := a.MustCLI("sub", "get", created.ID)
 	for _, line := range []string{"id:", created.ID, "scope:", "domain=example.com", "status:", "pending"} {
 		if !strings.Contains(table, line) {
 			t.Errorf("sub get (table) lacks %q:\n%s", line, table)
@@ -101,25 +101,25 @@ func TestDevAgentAndCLI(t *testing.T) {
 
 	// sub pause: the status says so.
 	var paused httpapi.SubView
-	decodeJSON(t, "sub pause", a.mustCLI("sub", "pause", created.ID, "--json"), &paused)
+	decodeJSON(t, "sub pause", a.MustCLI("sub", "pause", created.ID, "--json"), &paused)
 	if paused.Status != "paused" {
 		t.Errorf("sub pause: status %q, want paused", paused.Status)
 	}
 
 	// An unknown subscription: exit 1 and the API's 404 on stderr.
-	if r := a.cli("sub", "get", "no-such-sub"); r.exitCode != 1 || !strings.Contains(r.stderr, "404") {
-		t.Errorf("sub get no-such-sub: want exit 1 and a 404 on stderr, got exit %d, stderr %q", r.exitCode, r.stderr)
+	if r := a.RunCLI("sub", "get", "no-such-sub"); r.ExitCode != 1 || !strings.Contains(r.Stderr, "404") {
+		t.Errorf("sub get no-such-sub: want exit 1 and a 404 on stderr, got exit %d, stderr %q", r.ExitCode, r.Stderr)
 	}
 
 	// token create: a domain token, shown once; it sees the example.com
 	// subscription through the CLI's --token.
 	var tok httpapi.TokenView
-	decodeJSON(t, "token create", a.mustCLI("token", "create", "--role", "domain", "--domain", "example.com", "--json"), &tok)
+	decodeJSON(t, "token create", a.MustCLI("token", "create", "--role", "domain", "--domain", "example.com", "--json"), &tok)
 	if tok.Role != "domain" || tok.Domain != "example.com" || !strings.HasPrefix(tok.Token, "hs_") || tok.ID == "" {
 		t.Fatalf("token create: got %+v", tok)
 	}
 	var domainList []httpapi.SubView
-	decodeJSON(t, "sub list --token", a.mustCLI("--token", tok.Token, "sub", "list", "--json"), &domainList)
+	decodeJSON(t, "sub list --token", a.MustCLI("--token", tok.Token, "sub", "list", "--json"), &domainList)
 	if len(domainList) != 1 || domainList[0].ID != created.ID {
 		t.Errorf("sub list with the domain token: want [%s], got %+v", created.ID, domainList)
 	}
@@ -132,13 +132,13 @@ func TestDevAgentAndCLI(t *testing.T) {
 		Subscriptions int                `json:"subscriptions"`
 		ByStatus      map[string]int     `json:"by-status"`
 	}
-	decodeJSON(t, "status", a.mustCLI("status", "--json"), &st)
+	decodeJSON(t, "status", a.MustCLI("status", "--json"), &st)
 	if st.Ready != "ready" || st.Leader != node || st.Subscriptions != 1 || st.ByStatus["paused"] != 1 {
 		t.Errorf("status: want ready, leader %s, 1 paused subscription; got %+v", node, st)
 	}
-	if len(st.Nodes) != 1 || st.Nodes[0].ID != node || st.Nodes[0].HTTPAddr != a.httpAddr ||
-		st.Nodes[0].RaftAddr != a.raftAddr || st.Nodes[0].RaftRole != "leader" {
-		t.Errorf("status: want one node %s at %s/%s leading, got %+v", node, a.httpAddr, a.raftAddr, st.Nodes)
+	if len(st.Nodes) != 1 || st.Nodes[0].ID != node || st.Nodes[0].HTTPAddr != a.HTTPAddr ||
+		st.Nodes[0].RaftAddr != a.RaftAddr || st.Nodes[0].RaftRole != "leader" {
+		t.Errorf("status: want one node %s at %s/%s leading, got %+v", node, a.HTTPAddr, a.RaftAddr, st.Nodes)
 	}
 }
 
@@ -162,7 +162,7 @@ func checkSub(t *testing.T, what string, got, want httpapi.SubView) {
 func TestRestartKeepsSubscriptions(t *testing.T) {
 	a := startDevAgent(t)
 	ctx := context.Background()
-	c := a.client()
+	c := a.API()
 
 	first, err := c.CreateSub(ctx, client.Fields{"model": "call", "domain": "example.com", "post-url": "http://127.0.0.1:9000/first"})
 	if err != nil {
@@ -171,14 +171,14 @@ func TestRestartKeepsSubscriptions(t *testing.T) {
 
 	// SIGTERM: a graceful stop, exit 0, well within the unit's stop timeout.
 	began := time.Now()
-	ps := a.terminate()
+	ps := a.Stop()
 	if ps.ExitCode() != 0 {
 		t.Fatalf("after SIGTERM the agent exited with %s, want exit status 0", ps)
 	}
 	t.Logf("SIGTERM to exit: %s", time.Since(began).Round(time.Millisecond))
 
-	a.start()
-	c = a.client() // the root token file is kept; it must still be valid
+	a.Start()
+	c = a.API() // the root token file is kept; it must still be valid
 	expectSubs(t, c, first)
 
 	// SIGKILL right after a create was answered 201: the create was
@@ -187,13 +187,13 @@ func TestRestartKeepsSubscriptions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create second: %v", err)
 	}
-	ps = a.kill()
+	ps = a.Kill()
 	if ws, ok := ps.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 		t.Fatalf("agent ended with %s, want killed by SIGKILL", ps)
 	}
 
-	a.start()
-	expectSubs(t, a.client(), first, second)
+	a.Start()
+	expectSubs(t, a.API(), first, second)
 }
 
 // expectSubs checks that the node has exactly the given subscriptions,

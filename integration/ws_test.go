@@ -28,6 +28,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/hookswitch/hookswitch/dispatch"
+	"github.com/hookswitch/hookswitch/integration/harness"
 )
 
 // wsWait bounds waiting for one line or message.
@@ -35,10 +36,10 @@ const wsWait = 15 * time.Second
 
 // startWSAgent starts a dev agent and waits until its root token is
 // accepted (the first leader commits it a moment after /readyz turns 200).
-func startWSAgent(t *testing.T) *agent {
+func startWSAgent(t *testing.T) *harness.Node {
 	t.Helper()
 	a := startDevAgent(t)
-	c := a.client()
+	c := a.API()
 	waitFor(t, func() (bool, string, string) {
 		_, err := c.ListSubs(context.Background(), nil)
 		return err == nil, "the root token to be accepted", fmt.Sprint(err)
@@ -47,9 +48,9 @@ func startWSAgent(t *testing.T) *agent {
 }
 
 // wsIngest posts a body to /v1/events and returns the event-ids.
-func wsIngest(t testing.TB, a *agent, contentType, body string) []string {
+func wsIngest(t testing.TB, a *harness.Node, contentType, body string) []string {
 	t.Helper()
-	resp, err := http.Post(a.baseURL()+"/v1/events", contentType, strings.NewReader(body))
+	resp, err := http.Post(a.BaseURL()+"/v1/events", contentType, strings.NewReader(body))
 	if err != nil {
 		t.Fatalf("ingest: %v", err)
 	}
@@ -136,7 +137,7 @@ func startLineProc(t *testing.T, bin string, args ...string) *lineProc {
 	t.Helper()
 	p := &lineProc{t: t, lines: make(chan string, 10000), done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
-	p.cmd.Env = cleanEnv()
+	p.cmd.Env = harness.CleanEnv()
 	var err error
 	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
@@ -277,9 +278,9 @@ func (p *lineProc) exit(timeout time.Duration) int {
 func TestWebsocketWscat(t *testing.T) {
 	wscat := wscatPath(t)
 	a := startWSAgent(t)
-	tok := a.rootToken()
+	tok := a.RootToken()
 
-	p := startLineProc(t, wscat, "--connect", a.baseURL()+"/events/websocket/?authkey="+url.QueryEscape(tok))
+	p := startLineProc(t, wscat, "--connect", a.BaseURL()+"/events/websocket/?authkey="+url.QueryEscape(tok))
 	// A filter message with an empty list (everything) proves the
 	// connection is up when its reply comes back (wscat drops what is
 	// typed before it has connected).
@@ -303,7 +304,7 @@ func TestWebsocketWscat(t *testing.T) {
 	}
 
 	// A wrong key: refused before the upgrade, wscat says so and exits.
-	bad := startLineProc(t, wscat, "--connect", a.baseURL()+"/events/websocket/?authkey=abcdefghijklmnopqrstuvwxyz123456")
+	bad := startLineProc(t, wscat, "--connect", a.BaseURL()+"/events/websocket/?authkey=abcdefghijklmnopqrstuvwxyz123456")
 	if code := bad.exit(wsWait); code == 0 {
 		t.Fatalf("wscat with a wrong key exited 0; output:\n%s", bad.seen())
 	}
@@ -312,7 +313,7 @@ func TestWebsocketWscat(t *testing.T) {
 	}
 
 	// iSymphony: realm (Basic) auth, its path, a filter message.
-	isym := startLineProc(t, wscat, "--auth", "manager:"+tok, "--connect", "ws://"+a.httpAddr+"/communication_manager/ws/event")
+	isym := startLineProc(t, wscat, "--auth", "manager:"+tok, "--connect", "ws://"+a.HTTPAddr+"/communication_manager/ws/event")
 	isym.waitConnected(`[]`)
 	isym.send(`{"type":"filter","correlationId":"123456","filters":[{"property":"type","value":"dial"}]}`)
 	if r := isym.nextJSON(); r["type"] != "success" || r["correlationId"] != "123456" {
@@ -327,7 +328,7 @@ func TestWebsocketWscat(t *testing.T) {
 		t.Fatalf("iSymphony client printed %v, want the dial event %s", m, ids[1])
 	}
 	// A wrong realm password is refused too.
-	badAuth := startLineProc(t, wscat, "--auth", "manager:manag3rpa55word", "--connect", "ws://"+a.httpAddr+"/communication_manager/ws/event")
+	badAuth := startLineProc(t, wscat, "--auth", "manager:manag3rpa55word", "--connect", "ws://"+a.HTTPAddr+"/communication_manager/ws/event")
 	if code := badAuth.exit(wsWait); code == 0 || !strings.Contains(badAuth.seen(), "401") {
 		t.Fatalf("wscat with a wrong password: exit %d, output:\n%s", code, badAuth.seen())
 	}
@@ -338,8 +339,8 @@ func TestWebsocketWscat(t *testing.T) {
 // ends it with status 0.
 func TestTailCLI(t *testing.T) {
 	a := startWSAgent(t)
-	common := []string{"--addr", a.baseURL(), "--client-data-dir", a.dataDir}
-	p := startLineProc(t, hookswitchBin, append(common, "tail", "--model", "call", "--filter", "domain=a.example", "--filter", "domain=b.example")...)
+	common := []string{"--addr", a.BaseURL(), "--client-data-dir", a.DataDir}
+	p := startLineProc(t, harness.Binary(t), append(common, "tail", "--model", "call", "--filter", "domain=a.example", "--filter", "domain=b.example")...)
 
 	// It prints nothing until connected: probe until a probe shows.
 	deadline := time.Now().Add(wsWait)
@@ -387,7 +388,7 @@ func TestTailCLI(t *testing.T) {
 
 	// --since an event-id replays what followed it (here i 1..5), with
 	// the filters applied to the replay too; --pretty indents.
-	ps := startLineProc(t, hookswitchBin, append(common, "tail", "--since", ids[0], "--filter", "model=call", "--pretty")...)
+	ps := startLineProc(t, harness.Binary(t), append(common, "tail", "--since", ids[0], "--filter", "model=call", "--pretty")...)
 	var text strings.Builder
 	timeout := time.After(wsWait)
 	for !strings.Contains(text.String(), `"end": true`) || !strings.HasSuffix(text.String(), "\n}\n") {
@@ -426,9 +427,9 @@ func TestTailCLI(t *testing.T) {
 		{[]string{"--token", "wrong", "tail"}, "401"},
 		{[]string{"tail", "--since", "whenever"}, "since"},
 	} {
-		r := a.cli(c.args...)
-		if r.exitCode == 0 || !strings.Contains(r.stderr, c.want) {
-			t.Errorf("hookswitch %s: exit %d, stderr %q (want it to mention %q)", strings.Join(c.args, " "), r.exitCode, r.stderr, c.want)
+		r := a.RunCLI(c.args...)
+		if r.ExitCode == 0 || !strings.Contains(r.Stderr, c.want) {
+			t.Errorf("hookswitch %s: exit %d, stderr %q (want it to mention %q)", strings.Join(c.args, " "), r.ExitCode, r.Stderr, c.want)
 		}
 	}
 }
@@ -466,7 +467,7 @@ func (l latencies) String() string {
 // where it was without websocket clients.
 func TestWebsocketSlowClientIngestLatency(t *testing.T) {
 	a := startWSAgent(t)
-	tok := a.rootToken()
+	tok := a.RootToken()
 	hc := &http.Client{Timeout: 30 * time.Second}
 	pad := strings.Repeat("x", 16<<10)
 	seq := 0
@@ -482,7 +483,7 @@ func TestWebsocketSlowClientIngestLatency(t *testing.T) {
 		}
 		b.WriteString("]")
 		start := time.Now()
-		resp, err := hc.Post(a.baseURL()+"/v1/events", "application/json", strings.NewReader(b.String()))
+		resp, err := hc.Post(a.BaseURL()+"/v1/events", "application/json", strings.NewReader(b.String()))
 		if err != nil {
 			t.Fatalf("ingest: %v", err)
 		}
@@ -502,7 +503,7 @@ func TestWebsocketSlowClientIngestLatency(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dial := func() *websocket.Conn {
-		c, _, err := websocket.Dial(ctx, "ws://"+a.httpAddr+"/v1/events/ws?authkey="+url.QueryEscape(tok), nil)
+		c, _, err := websocket.Dial(ctx, "ws://"+a.HTTPAddr+"/v1/events/ws?authkey="+url.QueryEscape(tok), nil)
 		if err != nil {
 			t.Fatalf("dial: %v", err)
 		}

@@ -106,14 +106,16 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/hookswitch/hookswitch/integration/harness"
 )
 
 // config is the command line.
@@ -204,7 +206,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.Float64Var(&c.dryDrop, "dry-run-drop", 0, "dry run: fraction of deliveries the fake node loses")
 	fs.StringVar(&c.bin, "hookswitch-bin", "", "use this hookswitch binary instead of building one")
 	fs.StringVar(&c.nodeArgs, "node-args", "", "extra arguments for `hookswitch agent` (space-separated)")
-	fs.BoolVar(&c.keepTmp, "keep-tmp", false, "keep the temporary directory (binary, data dir, node logs)")
+	fs.BoolVar(&c.keepTmp, "keep-tmp", false, "keep the temporary directory (data dir, node logs)")
 	fs.BoolVar(&c.warmup, "warmup", true, "deliver one probe event per domain before measuring")
 	fs.DurationVar(&c.warmupTimeout, "warmup-timeout", 30*time.Second, "how long to wait for every subscription's probe")
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", 30*time.Second, "how long to wait for the node's /readyz")
@@ -604,7 +606,8 @@ func run(parent context.Context, cfg *config) (res *Result, err error) {
 	// ---- the node ----
 	var (
 		base, token string
-		node        *nodeProc
+		node        *harness.Node
+		stopNode    func()
 		fake        *fakeNode
 	)
 	switch {
@@ -623,54 +626,61 @@ func run(parent context.Context, cfg *config) (res *Result, err error) {
 		}
 		token = cfg.token
 	default:
-		root, err := findRepoRoot(".")
+		// The node runs through the integration harness: built once,
+		// started with --dev on free loopback ports, its data and logs in
+		// a temporary dir that is kept with -keep-tmp or when the node
+		// failed.
+		root, err := harness.RepoRoot(".")
 		if err != nil {
 			return fail(err)
 		}
-		tmp, err := os.MkdirTemp("", "hookswitch-bench-")
-		if err != nil {
-			return fail(err)
-		}
-		defer func() {
-			// Keep the node's logs and data when it failed (not when the
-			// run was merely interrupted).
-			if cfg.keepTmp || (node != nil && res.Error != "" && parent.Err() == nil) {
-				logf("kept %s (binary, data dir, node.stdout, node.stderr)", tmp)
-				return
-			}
-			os.RemoveAll(tmp)
-		}()
-		bin := cfg.bin
-		if bin == "" {
-			bin = filepath.Join(tmp, "hookswitch")
+		harness.ReadyTimeout = cfg.readyTimeout
+		tb := harness.MainTB()
+		tb.Keep = cfg.keepTmp
+		defer tb.Close()
+		if cfg.bin != "" {
+			harness.UseBinary(cfg.bin)
+		} else {
 			res.Env.GitCommit = gitCommit(root)
-			logf("building %s from %s", bin, root)
-			t0 := time.Now()
-			if err := buildNode(ctx, root, bin); err != nil {
-				return fail(err)
-			}
-			logf("built in %s", time.Since(t0).Round(time.Millisecond))
+			logf("building hookswitch from %s", root)
+			defer harness.RemoveBinary()
 		}
-		res.Env.NodeBinary = commandOutput(tmp, bin, "--version")
+		t0 := time.Now()
+		bin := harness.Binary(tb)
+		if cfg.bin == "" {
+			logf("built %s in %s", bin, time.Since(t0).Round(time.Millisecond))
+		}
+		res.Env.NodeBinary = commandOutput(root, bin, "--version")
 		var extra []string
 		if cfg.nodeArgs != "" {
 			extra = strings.Fields(cfg.nodeArgs)
 		}
-		node, err = startNode(bin, tmp, extra, func(e error) { cancel(e) })
-		if err != nil {
-			return fail(err)
-		}
-		defer func() {
-			node.stop(15 * time.Second)
-			res.Env.NodeExit = exitDesc(node.cmd.ProcessState, node.waitErr)
+		node = harness.StartDev(tb, extra...)
+		logf("node started: pid %d, http %s, raft %s, data %s", node.Pid(), node.HTTPAddr, node.RaftAddr, node.DataDir)
+		var stopping atomic.Bool
+		go func() {
+			select {
+			case <-node.Done():
+				if !stopping.Load() {
+					err := fmt.Errorf("hookswitch node (pid %d) exited unexpectedly: %s", node.Pid(), node.ExitState())
+					logf("%v; last lines of its stderr:\n%s", err, node.Tail(40))
+					cancel(err)
+				}
+			case <-ctx.Done():
+			}
 		}()
-		if err := node.waitReady(ctx, client, cfg.readyTimeout); err != nil {
-			return fail(err)
+		stopNode = func() {
+			if stopping.Swap(true) {
+				return
+			}
+			if node.Running() {
+				node.Stop()
+			}
+			res.Env.NodeExit = node.ExitState().String()
 		}
-		if token, err = node.rootToken(ctx, 10*time.Second); err != nil {
-			return fail(err)
-		}
-		base = node.baseURL()
+		defer stopNode()
+		token = node.RootToken()
+		base = node.BaseURL()
 		logf("node ready at %s", base)
 	}
 	res.Env.Node = base
@@ -733,7 +743,7 @@ func run(parent context.Context, cfg *config) (res *Result, err error) {
 	logf("sending: %d events, batch %d, rate %s, concurrency %d, duration %s", total, cfg.batch, rateDesc(cfg.rate), cfg.concurrency, cfg.duration)
 	nodePid := 0
 	if node != nil {
-		nodePid = node.cmd.Process.Pid
+		nodePid = node.Pid()
 	}
 	cpuStart := markCPU(nodePid)
 	stopProgress := progress(rcv, deliver)
@@ -793,8 +803,7 @@ func run(parent context.Context, cfg *config) (res *Result, err error) {
 
 	// ---- stop the node before the baseline, so it does not compete for CPU ----
 	if node != nil {
-		node.stop(15 * time.Second)
-		res.Env.NodeExit = exitDesc(node.cmd.ProcessState, node.waitErr)
+		stopNode()
 	}
 	if res.Target == "node-addr" && deliver {
 		if n, err := deleteSubs(api, subIDs, cfg.subParallel, 60*time.Second); err != nil {
@@ -850,6 +859,21 @@ func rateDesc(r float64) string {
 		return "unlimited"
 	}
 	return strconv.FormatFloat(r, 'f', -1, 64) + "/s"
+}
+
+// commandOutput runs a short command and returns its trimmed output, or ""
+// on any error.
+func commandOutput(dir string, name string, args ...string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Env = harness.CleanEnv()
+	out, err := cmd.Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
 }
 
 func gitCommit(root string) string {

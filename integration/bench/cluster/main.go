@@ -52,6 +52,7 @@ import (
 
 	"github.com/hookswitch/hookswitch/fsm"
 	"github.com/hookswitch/hookswitch/httpapi/client"
+	"github.com/hookswitch/hookswitch/integration/harness"
 )
 
 type config struct {
@@ -88,7 +89,7 @@ func main() {
 	flag.DurationVar(&cfg.killAfter, "kill-after", 3*time.Second, "failover run: ingest time before the owner is killed")
 	flag.BoolVar(&cfg.single, "single", true, "also run the throughput run against one dev node")
 	flag.StringVar(&cfg.jsonOut, "json-out", "", "also write the JSON result here")
-	flag.BoolVar(&cfg.keep, "keep", false, "keep the nodes' data dirs and logs (agent.log per node) and print where")
+	flag.BoolVar(&cfg.keep, "keep", false, "keep the nodes' data dirs and logs (agent.stdout and agent.stderr per node) and print where")
 	flag.Parse()
 	var sets []timingSet
 	switch cfg.timings {
@@ -186,15 +187,6 @@ func logf(format string, args ...any) {
 
 func run(cfg config, sets []timingSet) (result, error) {
 	res := result{Env: env{CPUs: runtime.NumCPU(), Settings: strings.Join(os.Args[1:], " ")}}
-	dir, err := os.MkdirTemp("", "hookswitch-bench-cluster-")
-	if err != nil {
-		return res, err
-	}
-	if cfg.keep {
-		logf("nodes' data and logs in %s", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
 	var live []*cluster
 	defer func() {
 		for _, c := range live {
@@ -211,20 +203,19 @@ func run(cfg config, sets []timingSet) (result, error) {
 		}
 		os.Exit(130)
 	}()
-	bin := cfg.bin
-	if bin == "" {
+	// The nodes run through the integration harness, which builds
+	// hookswitch once (unless -bin).
+	if cfg.bin != "" {
+		harness.UseBinary(cfg.bin)
+	} else {
 		logf("building hookswitch")
-		if bin, err = buildBinary(dir); err != nil {
-			return res, err
-		}
+		defer harness.RemoveBinary()
 	}
+	harness.Binary(harness.MainTB())
 	snd := newSender()
 	if cfg.single {
 		logf("single node: starting")
-		c, err := startCluster(bin, dir+"/single", 1, timingSets["default"])
-		if err != nil {
-			return res, err
-		}
+		c := startCluster(1, timingSets["default"], cfg.keep)
 		live = append(live, c)
 		t, err := runThroughput(cfg, c, snd)
 		c.stop()
@@ -236,12 +227,10 @@ func run(cfg config, sets []timingSet) (result, error) {
 	}
 	for _, ts := range sets {
 		logf("%s timings: starting three nodes", ts.Name)
-		c, err := startCluster(bin, dir+"/"+ts.Name, 3, ts)
-		if err != nil {
-			return res, err
-		}
+		c := startCluster(3, ts, cfg.keep)
 		live = append(live, c)
 		cr := clusterRun{Timings: ts}
+		var err error
 		cr.Throughput, err = runThroughput(cfg, c, snd)
 		if err != nil {
 			res.Clusters = append(res.Clusters, cr)
@@ -312,10 +301,10 @@ func newSub(c *cluster, r *receiver, domain, id string) (string, string, func(),
 	return v.ID, owner, del, err
 }
 
-func targetsProcs(c *cluster) []*proc {
-	var out []*proc
+func targetsProcs(c *cluster) []*harness.Node {
+	var out []*harness.Node
 	for _, p := range c.nodes {
-		if p.running() {
+		if p.Running() {
 			out = append(out, p)
 		}
 	}
@@ -363,8 +352,8 @@ func subIDFor(c *cluster, want, prefix string) (string, error) {
 func targets(c *cluster) []target {
 	var out []target
 	for _, p := range c.nodes {
-		if p.running() {
-			out = append(out, target{p.id, p.httpAddr})
+		if p.Running() {
+			out = append(out, target{p.ID, p.HTTPAddr})
 		}
 	}
 	return out
@@ -458,8 +447,8 @@ func runFailover(cfg config, c *cluster, snd *sender, leaderOwner bool) (*failov
 	if !leaderOwner {
 		kase = "owner is a follower"
 		for _, p := range c.nodes {
-			if p.id != leader {
-				want = p.id
+			if p.ID != leader {
+				want = p.ID
 				break
 			}
 		}
@@ -483,7 +472,7 @@ func runFailover(cfg config, c *cluster, snd *sender, leaderOwner bool) (*failov
 	time.Sleep(cfg.killAfter) // the load runs meanwhile: this only places the kill in it
 	dead := c.node(owner)
 	killAt := time.Now()
-	dead.kill()
+	dead.Kill()
 	guard := time.Now().Add(100 * time.Millisecond)
 	logf("%s: killed owner %s (leader: %v) with %d events accepted", c.timing.Name, owner, f.OwnerWasLeader, l.count())
 	newOwner, err := c.owner(sub, func(o string) bool { return o != owner }, 60*time.Second)

@@ -23,21 +23,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/hookswitch/hookswitch/httpapi"
 	"github.com/hookswitch/hookswitch/httpapi/client"
+	"github.com/hookswitch/hookswitch/integration/harness"
 )
-
-const modulePath = "github.com/hookswitch/hookswitch"
 
 // pollEvery is how often the survivor is asked for the owner.
 const pollEvery = 20 * time.Millisecond
@@ -54,18 +48,21 @@ type timings struct {
 	StableAfter    string `json:"stable-after"`
 	RaftHeartbeat  string `json:"raft-heartbeat-timeout"`
 	RaftElection   string `json:"raft-election-timeout"`
-	flags          []string
-	downAfter      time.Duration
+	tm             harness.Timings
 }
 
 var timingSets = map[string]timings{
-	// The defaults of DESIGN.md: no timing flags at all.
-	"default": {Name: "default", ReportInterval: "1s", Lease: "3s", DownAfter: "5s", StableAfter: "60s",
-		RaftHeartbeat: "1s", RaftElection: "1s", downAfter: 5 * time.Second},
-	"short": {Name: "short", ReportInterval: "100ms", Lease: "400ms", DownAfter: "800ms", StableAfter: "1s",
-		RaftHeartbeat: "200ms", RaftElection: "200ms", downAfter: 800 * time.Millisecond,
-		flags: []string{"--report-interval", "100ms", "--lease", "400ms", "--down-after", "800ms", "--stable-after", "1s",
-			"--raft-heartbeat-timeout", "200ms", "--raft-election-timeout", "200ms"}},
+	// The defaults of DESIGN.md.
+	"default": newTimings("default", harness.Timings{Report: time.Second, Lease: 3 * time.Second, DownAfter: 5 * time.Second,
+		StableAfter: 60 * time.Second, RaftHeartbeat: time.Second, RaftElection: time.Second}),
+	"short": newTimings("short", harness.Timings{Report: 100 * time.Millisecond, Lease: 400 * time.Millisecond,
+		DownAfter: 800 * time.Millisecond, StableAfter: time.Second,
+		RaftHeartbeat: 200 * time.Millisecond, RaftElection: 200 * time.Millisecond}),
+}
+
+func newTimings(name string, tm harness.Timings) timings {
+	return timings{Name: name, ReportInterval: tm.Report.String(), Lease: tm.Lease.String(), DownAfter: tm.DownAfter.String(),
+		StableAfter: tm.StableAfter.String(), RaftHeartbeat: tm.RaftHeartbeat.String(), RaftElection: tm.RaftElection.String(), tm: tm}
 }
 
 // run is one kill and its measured reassignment.
@@ -104,7 +101,7 @@ func main() {
 	which := flag.String("timings", "both", "default, short or both")
 	bin := flag.String("bin", "", "hookswitch binary (default: build it)")
 	owner := flag.String("owner", "follower", "whose death is measured: follower (the owner is not the raft leader) or any")
-	flag.BoolVar(&keep, "keep", false, "keep the nodes' data dirs and logs (printed on stderr)")
+	flag.BoolVar(&keep, "keep", false, "keep the nodes' data dirs and logs (where is printed on stderr)")
 	flag.Parse()
 	if err := mainErr(*runs, *which, *bin, *owner); err != nil {
 		fmt.Fprintln(os.Stderr, "failover:", err)
@@ -128,32 +125,21 @@ func mainErr(runs int, which, bin, owner string) (err error) {
 	if runs < 1 {
 		return errors.New("-runs must be at least 1")
 	}
-	tmp, err := os.MkdirTemp("", "hookswitch-failover-")
-	if err != nil {
-		return err
+	// The nodes run through the integration harness, which builds
+	// hookswitch once (unless -bin).
+	if bin != "" {
+		harness.UseBinary(bin)
+	} else {
+		logf("building %s", harness.ModulePath)
+		defer harness.RemoveBinary()
 	}
-	defer func() {
-		if err == nil && !keep {
-			os.RemoveAll(tmp)
-		} else {
-			logf("the nodes' data and logs are kept in %s", tmp)
-		}
-	}()
-	if bin == "" {
-		bin = filepath.Join(tmp, "hookswitch")
-		logf("building %s", modulePath)
-		cmd := exec.Command("go", "build", "-o", bin, modulePath)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("go build: %w", err)
-		}
-	}
+	harness.Binary(harness.MainTB())
 	out := struct {
 		Command string   `json:"command"`
 		Results []result `json:"results"`
 	}{Command: "go run ./integration/bench/failover " + strings.Join(os.Args[1:], " ")}
 	for _, ts := range sets {
-		r, err := measure(bin, filepath.Join(tmp, ts.Name), ts, runs, owner == "follower")
+		r, err := measure(ts, runs, owner == "follower")
 		if err != nil {
 			return fmt.Errorf("%s timings: %w", ts.Name, err)
 		}
@@ -170,179 +156,15 @@ func logf(format string, args ...any) {
 
 // ---- the cluster ----
 
-type proc struct {
-	id, dir, httpAddr, raftAddr, stderr string
-	cl                                  *cluster
-	cmd                                 *exec.Cmd
-	done                                chan struct{}
-}
-
+// cluster is three agents started through the integration harness: n1
+// bootstrapped, n2 and n3 joined.
 type cluster struct {
-	bin   string
-	ts    timings
-	nodes []*proc
-	root  string
+	*harness.Cluster
+	ts timings
 }
 
-func (p *proc) start(extra ...string) error {
-	args := []string{"agent", "--config", "/dev/null", "--node-id", p.id, "--data-dir", filepath.Join(p.dir, "data"),
-		"--http-addr", p.httpAddr, "--raft-addr", p.raftAddr}
-	args = append(append(args, p.cl.ts.flags...), extra...)
-	f, err := os.OpenFile(p.stderr, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	cmd := exec.Command(p.cl.bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = cleanEnv()
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	p.cmd, p.done = cmd, make(chan struct{})
-	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(p.done)
-	return p.waitReady(30 * time.Second)
-}
-
-func (p *proc) waitReady(timeout time.Duration) error {
-	c := client.New(p.httpAddr, "")
-	return poll(timeout, func() error {
-		select {
-		case <-p.done:
-			return stop(fmt.Errorf("%s exited during start (%s); see %s", p.id, p.cmd.ProcessState, p.stderr))
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		return c.Ready(ctx)
-	})
-}
-
-// otherAddrs are the HTTP addresses of the other nodes.
-func (p *proc) otherAddrs() string {
-	var out []string
-	for _, o := range p.cl.nodes {
-		if o != p {
-			out = append(out, o.httpAddr)
-		}
-	}
-	return strings.Join(out, ",")
-}
-
-func (p *proc) api() *client.Client { return client.New(p.httpAddr, p.cl.root) }
-
-func (p *proc) running() bool {
-	if p.done == nil {
-		return false
-	}
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
-func (p *proc) kill() {
-	_ = p.cmd.Process.Kill()
-	<-p.done
-}
-
-func (p *proc) terminate() {
-	if !p.running() {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		p.kill()
-	}
-}
-
-// cleanEnv drops HOOKSWITCH_* settings of the caller's environment.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "HOOKSWITCH_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
-func startCluster(bin, dir string, ts timings) (*cluster, error) {
-	ports, err := freePorts(6)
-	if err != nil {
-		return nil, err
-	}
-	cl := &cluster{bin: bin, ts: ts}
-	for i := range 3 {
-		id := "n" + strconv.Itoa(i+1)
-		p := &proc{id: id, dir: filepath.Join(dir, id), cl: cl,
-			httpAddr: "127.0.0.1:" + strconv.Itoa(ports[2*i]), raftAddr: "127.0.0.1:" + strconv.Itoa(ports[2*i+1])}
-		p.stderr = filepath.Join(p.dir, "agent.log")
-		if err := os.MkdirAll(p.dir, 0o700); err != nil {
-			return nil, err
-		}
-		cl.nodes = append(cl.nodes, p)
-	}
-	if err := cl.nodes[0].start("--bootstrap"); err != nil {
-		return cl, err
-	}
-	b, err := os.ReadFile(filepath.Join(cl.nodes[0].dir, "data", "root-token"))
-	if err != nil {
-		return cl, err
-	}
-	cl.root = strings.TrimSpace(string(b))
-	for _, p := range cl.nodes[1:] {
-		if err := p.start("--join", cl.nodes[0].httpAddr); err != nil {
-			return cl, err
-		}
-	}
-	return cl, cl.waitAllUp(30 * time.Second)
-}
-
-func (cl *cluster) stop() {
-	for _, p := range cl.nodes {
-		p.terminate()
-	}
-}
-
-// view reads GET /v1/cluster from the first running node.
-func (cl *cluster) view() (httpapi.ClusterView, error) {
-	for _, p := range cl.nodes {
-		if !p.running() {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		v, err := p.api().Cluster(ctx)
-		cancel()
-		if err == nil {
-			return v, nil
-		}
-	}
-	return httpapi.ClusterView{}, errors.New("no node answers GET /v1/cluster")
-}
+// view reads GET /v1/cluster from a running node.
+func (cl *cluster) view() (httpapi.ClusterView, error) { return cl.View() }
 
 // waitAllUp waits until the cluster has all three nodes up and a leader.
 func (cl *cluster) waitAllUp(timeout time.Duration) error {
@@ -357,16 +179,16 @@ func (cl *cluster) waitAllUp(timeout time.Duration) error {
 				up++
 			}
 		}
-		if v.Leader == "" || up != len(cl.nodes) || len(v.Nodes) != len(cl.nodes) {
-			return fmt.Errorf("not all up yet: leader %q, %d of %d up", v.Leader, up, len(cl.nodes))
+		if v.Leader == "" || up != len(cl.Nodes) || len(v.Nodes) != len(cl.Nodes) {
+			return fmt.Errorf("not all up yet: leader %q, %d of %d up", v.Leader, up, len(cl.Nodes))
 		}
 		return nil
 	})
 }
 
-func (cl *cluster) node(id string) *proc {
-	for _, p := range cl.nodes {
-		if p.id == id {
+func (cl *cluster) node(id string) *harness.Node {
+	for _, p := range cl.Nodes {
+		if p.ID == id {
 			return p
 		}
 	}
@@ -400,15 +222,17 @@ func poll(timeout time.Duration, f func() error) error {
 
 // ---- the measurement ----
 
-func measure(bin, dir string, ts timings, runs int, followerOnly bool) (res result, err error) {
-	logf("%s timings: starting a 3-node cluster in %s", ts.Name, dir)
-	cl, err := startCluster(bin, dir, ts)
-	if cl != nil {
-		defer cl.stop()
-	}
-	if err != nil {
-		return res, fmt.Errorf("start cluster: %w (logs in %s)", err, dir)
-	}
+func measure(ts timings, runs int, followerOnly bool) (res result, err error) {
+	logf("%s timings: starting a 3-node cluster", ts.Name)
+	tb := harness.MainTB()
+	tb.Keep = keep
+	defer tb.Close()
+	defer func() {
+		if err != nil {
+			tb.Keep = true // the nodes' data and logs, for a look
+		}
+	}()
+	cl := &cluster{Cluster: harness.StartCluster(tb, harness.Options{Nodes: 3, Timings: ts.tm, NoWaitStable: true}), ts: ts}
 	res.timings, res.Runs, res.LoadBefore = ts, runs, loadavg()
 	defer func() { res.LoadAfter = loadavg() }()
 	for i := range runs {
@@ -451,11 +275,11 @@ func once(cl *cluster, i int, followerOnly bool) (run, error) {
 	// With no other subscription, the new one goes to the node its id
 	// hashes highest with: a few ids give one owned by a follower when
 	// that is asked for.
-	var owner *proc
+	var owner *harness.Node
 	for try := 0; try < 20 && owner == nil; try++ {
 		id := fmt.Sprintf("failover-%d-%d", i+1, try)
 		if err := call(func(ctx context.Context) error {
-			_, err := leader.api().CreateSub(ctx, client.Fields{"id": id, "model": "call", "post-url": "http://127.0.0.1:9/unused"})
+			_, err := leader.API().CreateSub(ctx, client.Fields{"id": id, "model": "call", "post-url": "http://127.0.0.1:9/unused"})
 			return err
 		}); err != nil {
 			return r, fmt.Errorf("create subscription: %w", err)
@@ -463,7 +287,7 @@ func once(cl *cluster, i int, followerOnly bool) (run, error) {
 		var o string
 		err = poll(10*time.Second, func() error {
 			return call(func(ctx context.Context) error {
-				s, err := leader.api().GetSub(ctx, id)
+				s, err := leader.API().GetSub(ctx, id)
 				if err == nil && s.CurrentActiveServer == "" {
 					err = errors.New("not assigned yet")
 				}
@@ -474,41 +298,41 @@ func once(cl *cluster, i int, followerOnly bool) (run, error) {
 		if err != nil {
 			return r, fmt.Errorf("assignment of %s: %w", id, err)
 		}
-		if !followerOnly || o != leader.id {
+		if !followerOnly || o != leader.ID {
 			owner, r.Sub = cl.node(o), id
 			break
 		}
-		if err := call(func(ctx context.Context) error { return leader.api().DeleteSub(ctx, id) }); err != nil {
+		if err := call(func(ctx context.Context) error { return leader.API().DeleteSub(ctx, id) }); err != nil {
 			return r, fmt.Errorf("delete %s: %w", id, err)
 		}
 	}
 	if owner == nil {
 		return r, errors.New("no new subscription went to a follower in 20 tries")
 	}
-	r.Killed, r.KilledWasLead = owner.id, owner.id == leader.id
+	r.Killed, r.KilledWasLead = owner.ID, owner.ID == leader.ID
 	// Poll a survivor: the leader when it survives.
 	watcher := leader
 	if watcher == owner {
-		for _, p := range cl.nodes {
+		for _, p := range cl.Nodes {
 			if p != owner {
 				watcher = p
 				break
 			}
 		}
 	}
-	c := watcher.api()
+	c := watcher.API()
 	elections := cl.elections()
 	killed := time.Now()
-	owner.kill()
+	owner.Kill()
 	var newOwner string
 	var seen time.Time
-	err = poll(cl.ts.downAfter+60*time.Second, func() error {
+	err = poll(cl.ts.tm.DownAfter+60*time.Second, func() error {
 		return call(func(ctx context.Context) error {
 			s, err := c.GetSub(ctx, r.Sub)
 			if err != nil {
 				return err
 			}
-			if s.CurrentActiveServer == owner.id || s.CurrentActiveServer == "" {
+			if s.CurrentActiveServer == owner.ID || s.CurrentActiveServer == "" {
 				return fmt.Errorf("still on %q", s.CurrentActiveServer)
 			}
 			newOwner, seen = s.CurrentActiveServer, time.Now()
@@ -516,7 +340,7 @@ func once(cl *cluster, i int, followerOnly bool) (run, error) {
 		})
 	})
 	if err != nil {
-		return r, fmt.Errorf("reassignment after killing %s: %w", owner.id, err)
+		return r, fmt.Errorf("reassignment after killing %s: %w", owner.ID, err)
 	}
 	r.KillToReassign = float64(seen.Sub(killed).Microseconds()) / 1000
 	r.KilledAt = killed.UTC().Format("15:04:05.000")
@@ -529,18 +353,15 @@ func once(cl *cluster, i int, followerOnly bool) (run, error) {
 		return r, fmt.Errorf("delete %s: %w", r.Sub, err)
 	}
 	// Back to three nodes for the next run.
-	if err := owner.start("--join", owner.otherAddrs()); err != nil {
-		return r, fmt.Errorf("restart %s: %w", owner.id, err)
-	}
+	owner.Restart()
 	return r, nil
 }
 
 // elections counts the "gained leadership" lines in the nodes' logs.
 func (cl *cluster) elections() int {
 	n := 0
-	for _, p := range cl.nodes {
-		b, _ := os.ReadFile(p.stderr)
-		n += strings.Count(string(b), `msg="gained leadership"`)
+	for _, p := range cl.Nodes {
+		n += strings.Count(p.Logs(), `msg="gained leadership"`)
 	}
 	return n
 }

@@ -75,6 +75,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/hookswitch/hookswitch/integration/harness"
 )
 
 // Hard bounds of a run.
@@ -164,12 +165,18 @@ func run(c config) error {
 	}
 	addr, token, pid := c.nodeAddr, c.token, c.nodePid
 	if addr == "" {
-		n, err := startNode(ctx, c.bin)
-		if err != nil {
-			return err
+		// The node runs through the integration harness: built once
+		// (unless -hookswitch-bin), started with --dev on free loopback
+		// ports, stopped (and its temporary dir removed) at the end.
+		tb := harness.MainTB()
+		defer tb.Close()
+		if c.bin != "" {
+			harness.UseBinary(c.bin)
+		} else {
+			defer harness.RemoveBinary()
 		}
-		defer n.stop()
-		addr, token, pid = n.addr, n.token, n.cmd.Process.Pid
+		n := harness.StartDev(tb, "--config", "/dev/null")
+		addr, token, pid = n.HTTPAddr, n.RootToken(), n.Pid()
 		logf("node pid %d on %s", pid, addr)
 	}
 
