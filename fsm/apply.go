@@ -118,8 +118,12 @@ func applySetPaused(st *State, c *SetPaused) (Result, []Change) {
 	sub.UpdatedMs = c.AtMs
 	if !c.Paused && sub.Status == StatusSuspended {
 		// Resuming a suspended subscription is how an operator says the
-		// endpoint is back: try again from where it stopped.
-		sub.Status = StatusPending
+		// endpoint is back: try again from where it stopped. Its last
+		// attempt failed (pending is only for one that never posted).
+		sub.Status = StatusError
+		if sub.Counters.LastPostMs == 0 && sub.Counters.LastErrorMs == 0 {
+			sub.Status = StatusPending
+		}
 	}
 	st.Subs[sub.ID] = sub
 	return Result{Sub: sub.Clone()}, []Change{subChange(sub)}

@@ -230,7 +230,27 @@ func engineSub(s *fsm.Subscription) engine.Sub {
 	if s.FailingSinceMs != 0 {
 		es.FailingSince = time.UnixMilli(s.FailingSinceMs)
 	}
+	es.Status = runStatus(s)
 	return es
+}
+
+// runStatus is the status a run of s starts with: the replicated one while
+// it is a delivery status, else (waiting for its home node, or unset) what
+// the replicated counters say: pending when it never posted, error when
+// its last attempt failed, else active.
+func runStatus(s *fsm.Subscription) webhook.State {
+	switch s.Status {
+	case fsm.StatusPending, fsm.StatusActive, fsm.StatusError:
+		return webhook.State(s.Status)
+	}
+	c := &s.Counters
+	switch {
+	case c.LastPostMs == 0 && c.LastErrorMs == 0:
+		return webhook.StatePending
+	case c.LastErrorMs > c.LastPostMs:
+		return webhook.StateError
+	}
+	return webhook.StateActive
 }
 
 // reportLoop commits a node report every report-interval.

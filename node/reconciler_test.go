@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookswitch/hookswitch/dispatch/webhook"
 	"github.com/hookswitch/hookswitch/fsm"
 )
 
@@ -227,6 +228,32 @@ func TestJudgeNewLeaderGivesEveryNodeDownAfter(t *testing.T) {
 	for _, c := range nodes {
 		if !c.Up || !c.Stable {
 			t.Fatalf("candidate %+v right after the election: want up and stable", c)
+		}
+	}
+}
+
+// TestRunStatus: a run starts with the replicated status, so a restarted
+// node or a new owner does not show the subscription pending again; a
+// status that is not a delivery status (waiting) is derived from the
+// replicated counters.
+func TestRunStatus(t *testing.T) {
+	for _, tc := range []struct {
+		status            string
+		lastPost, lastErr int64
+		want              webhook.State
+	}{
+		{fsm.StatusActive, 10, 0, webhook.StateActive},
+		{fsm.StatusError, 10, 20, webhook.StateError},
+		{fsm.StatusPending, 0, 0, webhook.StatePending},
+		{"", 0, 0, webhook.StatePending},
+		{fsm.StatusWaiting, 0, 0, webhook.StatePending},
+		{fsm.StatusWaiting, 30, 20, webhook.StateActive},
+		{fsm.StatusWaiting, 10, 20, webhook.StateError},
+	} {
+		s := &fsm.Subscription{Status: tc.status}
+		s.Counters.LastPostMs, s.Counters.LastErrorMs = tc.lastPost, tc.lastErr
+		if got := runStatus(s); got != tc.want {
+			t.Errorf("runStatus(status %q, last post %d, last error %d) = %s, want %s", tc.status, tc.lastPost, tc.lastErr, got, tc.want)
 		}
 	}
 }

@@ -57,6 +57,11 @@ type Sub struct {
 	StartMs      int64
 	Cursors      map[string]Cursor // by source node
 	FailingSince time.Time
+	// Status is the replicated status the run starts with (pending,
+	// active or error; empty means pending): a node that restarts, or
+	// takes the subscription over, does not show it pending again until
+	// it posts.
+	Status webhook.State
 }
 
 // ID is the subscription id.

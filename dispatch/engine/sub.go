@@ -66,6 +66,9 @@ func newSubState(e *Engine, s Sub) *subState {
 		notify: make(chan struct{}, 1), done: make(chan struct{}),
 		srcs: map[string]*subSrc{}, status: webhook.StatePending,
 	}
+	if s.Status != "" {
+		ss.status = s.Status
+	}
 	if !s.FailingSince.IsZero() {
 		ss.failingSinceMs = s.FailingSince.UnixMilli()
 	}
@@ -529,6 +532,7 @@ func (ss *subState) Failed(_ string, r webhook.Result, _ int) {
 	ss.e.mu.Lock()
 	defer ss.e.mu.Unlock()
 	now := time.Now().UnixMilli()
+	ss.posts++ // posts-count counts every attempt (NetSapiens' definition)
 	ss.errs++
 	ss.e.totals.Errors++
 	ss.status = webhook.StateError

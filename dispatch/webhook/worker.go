@@ -211,11 +211,11 @@ func (w *Worker) deliverPayload(ctx context.Context, pl Payload) error {
 		if ctx.Err() != nil && errors.Is(r.Err, context.Canceled) {
 			return errStopped // aborted by our own cancel: not the receiver's failure
 		}
+		failingFor := w.failed(r, attempt)
+		w.obs.Failed(w.t.SubID, r, attempt) // a 410 too: it is a failed attempt
 		if r.Gone {
 			return w.suspend(r, "receiver answered 410 Gone")
 		}
-		failingFor := w.failed(r, attempt)
-		w.obs.Failed(w.t.SubID, r, attempt)
 		if w.opts.SuspendAfter > 0 && failingFor >= w.opts.SuspendAfter {
 			return w.suspend(r, "failing for "+failingFor.Round(time.Second).String())
 		}

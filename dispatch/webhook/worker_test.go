@@ -255,11 +255,14 @@ func TestWorkerGoneSuspends(t *testing.T) {
 	if len(s.src.ackedIDs()) != 0 {
 		t.Fatal("a 410 batch was acknowledged")
 	}
+	// A 410 is a failed attempt (error-count counts it), then the
+	// suspension.
 	calls := s.obs.all()
-	if len(calls) != 1 || calls[0].kind != "suspended" || calls[0].r.Status != 410 || !calls[0].r.Gone {
-		t.Fatalf("observer calls = %+v", calls)
+	if len(calls) != 2 || calls[0].kind != "failed" || calls[1].kind != "suspended" ||
+		calls[1].r.Status != 410 || !calls[1].r.Gone {
+		t.Fatalf("observer calls = %+v, want failed then suspended", calls)
 	}
-	if st := w.Status(); st.State != StateSuspended || st.LastError == "" {
+	if st := w.Status(); st.State != StateSuspended || st.LastError == "" || st.Errors != 1 {
 		t.Fatalf("status = %+v", st)
 	}
 	if len(s.sleeps.all()) != 0 {
