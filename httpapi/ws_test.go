@@ -314,13 +314,15 @@ func TestWSAuthAndPaths(t *testing.T) {
 			t.Fatalf("%s: %v, want HTTP %d", what, err, code)
 		}
 		var e struct {
-			Error string `json:"error"`
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+			Error   string `json:"error"`
 		}
 		if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 			t.Fatalf("%s: Content-Type %q", what, ct)
 		}
-		if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || !strings.Contains(e.Error, wantMsg) {
-			t.Fatalf("%s: error body %q (%v), want it to mention %q", what, e.Error, err, wantMsg)
+		if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || !strings.Contains(e.Message, wantMsg) || e.Error == "" || e.Code != code {
+			t.Fatalf("%s: error body %+v (%v), want code %d and a message mentioning %q", what, e, err, code, wantMsg)
 		}
 		if code == http.StatusUnauthorized && len(resp.Header.Values("WWW-Authenticate")) == 0 {
 			t.Fatalf("%s: 401 without WWW-Authenticate", what)
