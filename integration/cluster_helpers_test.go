@@ -344,7 +344,8 @@ func (nd *clusterNode) createSub(f client.Fields) httpapi.SubView {
 		f["model"] = "call"
 	}
 	if _, ok := f["post-url"]; !ok {
-		f["post-url"] = "http://127.0.0.1:9/unused"
+		// One post-url per subscription: equal parameters are a 409.
+		f["post-url"] = fmt.Sprintf("http://127.0.0.1:9/unused/%v", f["id"])
 	}
 	v, err := nd.api().CreateSub(ctx, f)
 	if err != nil {
