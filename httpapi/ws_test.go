@@ -570,6 +570,14 @@ func TestWSSinceReplayThenLive(t *testing.T) {
 // changes to its configuration; a TLS node is reached over https.
 func startWSNode(t *testing.T, change func(cfg *node.Config)) *testNode {
 	t.Helper()
+	lw := &testLog{t: t}
+	t.Cleanup(lw.close)
+	return startNodeLogging(t, change, slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelWarn})))
+}
+
+// startNodeLogging is startWSNode with the node's logger given.
+func startNodeLogging(t *testing.T, change func(cfg *node.Config), logger *slog.Logger) *testNode {
+	t.Helper()
 	cfg := node.Default()
 	cfg.DataDir = t.TempDir()
 	cfg.HTTPAddr = "127.0.0.1:0"
@@ -578,9 +586,7 @@ func startWSNode(t *testing.T, change func(cfg *node.Config)) *testNode {
 	cfg.RaftHeartbeatTimeout = 200 * time.Millisecond
 	cfg.RaftElectionTimeout = 200 * time.Millisecond
 	change(&cfg)
-	lw := &testLog{t: t}
-	t.Cleanup(lw.close)
-	n, err := node.Start(cfg, "test", slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	n, err := node.Start(cfg, "test", logger)
 	if err != nil {
 		t.Fatalf("node.Start: %v", err)
 	}
