@@ -60,7 +60,8 @@ var (
 	nsAPI = flavor{ns: true}
 )
 
-// view renders a subscription as this flavor answers it (without secret).
+// view renders a subscription as this flavor answers it, with its secret
+// only when secret is true (the answer to a create).
 func (fl flavor) view(c echo.Context, sub *fsm.Subscription, secret bool) any {
 	if !fl.ns {
 		v := viewOf(sub)
@@ -76,8 +77,8 @@ func (fl flavor) view(c echo.Context, sub *fsm.Subscription, secret bool) any {
 	return v
 }
 
-// created, updated and deleted are the success statuses: NetSapiens
-// answers a create 200 and an update or delete 202.
+// created and updated are the success statuses: NetSapiens answers a create
+// 200 and an update 202 (a delete too: see remove).
 func (fl flavor) created() int {
 	if fl.ns {
 		return http.StatusOK
