@@ -67,6 +67,12 @@ func applyCreateSub(st *State, idx uint64, c *CreateSub) (Result, []Change) {
 	if _, ok := st.Subs[c.Sub.ID]; ok {
 		return Result{Err: ErrExists}, nil
 	}
+	if c.Unique {
+		if dup := st.sameParameters(&c.Sub.SubSpec); dup != nil {
+			// The existing one comes back so the proposer can name it.
+			return Result{Err: ErrDuplicate, Sub: dup.Clone()}, nil
+		}
+	}
 	sub := c.Sub.Clone()
 	sub.Version = idx
 	sub.Generation = 1

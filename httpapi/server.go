@@ -147,6 +147,8 @@ func New(cfg Config, b Backend, in Internal) *Server {
 	// Join is authenticated by the join token, which is no API token.
 	super.POST("/cluster/join", s.join, middleware.BodyLimit(MaxAdminBody))
 
+	s.nsRoutes(admin) // NetSapiens v2 drop-in: nsapi.go
+
 	internal := s.e.Group("/internal/v1")
 	internal.POST("/apply", s.internalApply, s.authenticate, s.require(isNode))
 	return s
@@ -208,14 +210,15 @@ func remoteIn(r *http.Request, nets []*net.IPNet) (string, bool) {
 
 // AuthorizeIngest decides whether a request may ingest events: callers in
 // the ingest-allow CIDRs (loopback by default) need no token; others need a
-// token with the ingest or super role.
+// token with the ingest or super role, as a bearer header (or Basic
+// password) or as ?authkey=<token> (Enswitch's "Send events to URL").
 func (s *Server) AuthorizeIngest(r *http.Request) (status int, msg string, ok bool) {
 	if s.allowed(r) {
 		return 0, "", true
 	}
-	tok := headerToken(r)
+	tok := TokenFromRequest(r)
 	if tok == "" {
-		return http.StatusUnauthorized, "an API token with the ingest role is needed from this address", false
+		return http.StatusUnauthorized, "an API token with the ingest role is needed from this address (Authorization: Bearer <token>, or ?authkey=<token>)", false
 	}
 	p, ok := s.Authenticate(tok)
 	if !ok {
@@ -237,14 +240,26 @@ func (s *Server) Echo() *echo.Echo { return s.e }
 func isSuper(p Principal) bool { return p.Role == fsm.RoleSuper }
 func isNode(p Principal) bool  { return p.Role == fsm.RoleNode }
 
-// apiError is the JSON error body of DESIGN.md.
+// apiError is the JSON error body of DESIGN.md, on every path:
+// {"code":<status>,"message":"<field>: <reason>","error":"<reason>","field":"<field>"}
+// (message is the reason alone, and field "", when no field is at fault).
 type apiError struct {
-	Error string `json:"error"`
-	Field string `json:"field,omitempty"`
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+	Error   string `json:"error"`
+	Field   string `json:"field"`
+}
+
+func newAPIError(code int, field, msg string) apiError {
+	e := apiError{Code: code, Message: msg, Error: msg, Field: field}
+	if field != "" {
+		e.Message = field + ": " + msg
+	}
+	return e
 }
 
 func fail(c echo.Context, code int, field, msg string) error {
-	return c.JSON(code, apiError{Error: msg, Field: field})
+	return c.JSON(code, newAPIError(code, field, msg))
 }
 
 func failField(c echo.Context, code int, fe *fieldError) error {
@@ -272,7 +287,7 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		msg = "request body is larger than " + MaxAdminBody
 	}
 	if code >= 500 {
-		s.log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
+		s.log.Error("request failed", "method", c.Request().Method, "url", RedactURL(c.Request().URL), "err", err)
 	}
 	_ = fail(c, code, "", msg)
 }
@@ -304,14 +319,15 @@ func headerToken(r *http.Request) string {
 	return ""
 }
 
-// TokenFromRequest finds the token of a websocket request: the
-// Authorization header, or the authkey query parameter (Enswitch). The admin
-// API takes the header only, so tokens stay out of URLs and access logs.
+// TokenFromRequest finds the token of a websocket or ingest request: the
+// Authorization header, or the authkey query parameter (Enswitch, whose
+// "Send events to URL" setting carries only a URL). The admin API takes the
+// header only, so its tokens stay out of URLs and access logs.
 func TokenFromRequest(r *http.Request) string {
 	if t := headerToken(r); t != "" {
 		return t
 	}
-	return r.URL.Query().Get("authkey")
+	return r.URL.Query().Get(authKeyParam)
 }
 
 // Authenticate resolves a token string to a principal.

@@ -109,10 +109,13 @@ type wsHandler struct {
 	log *slog.Logger
 }
 
-func wsFail(w http.ResponseWriter, code int, msg string) {
+func wsFail(w http.ResponseWriter, code int, msg string) { wsFailField(w, code, "", msg) }
+
+// wsFailField is wsFail naming the query parameter at fault.
+func wsFailField(w http.ResponseWriter, code int, field, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(apiError{Error: msg})
+	_ = json.NewEncoder(w).Encode(newAPIError(code, field, msg))
 }
 
 // allowed reports whether the remote address is in ws-allow.
@@ -157,13 +160,13 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	filters, err := modelFilters(q)
 	if err != nil {
-		wsFail(w, http.StatusBadRequest, err.Error())
+		wsFailField(w, http.StatusBadRequest, "model", strings.TrimPrefix(err.Error(), "model: "))
 		return
 	}
 	start, err := h.o.Hub.ParseSince(strings.TrimSpace(q.Get("since")))
 	if err != nil {
 		if errors.Is(err, hub.ErrBadSince) {
-			wsFail(w, http.StatusBadRequest, "since: "+strings.TrimPrefix(err.Error(), hub.ErrBadSince.Error()+": "))
+			wsFailField(w, http.StatusBadRequest, "since", strings.TrimPrefix(err.Error(), hub.ErrBadSince.Error()+": "))
 			return
 		}
 		h.log.Error("resolving since failed", "err", err)

@@ -57,7 +57,8 @@ func createSubOn(t testing.TB, nd *harness.Node, f client.Fields) httpapi.SubVie
 		f["model"] = "call"
 	}
 	if _, ok := f["post-url"]; !ok {
-		f["post-url"] = "http://127.0.0.1:9/unused"
+		// One post-url per subscription: equal parameters are a 409.
+		f["post-url"] = fmt.Sprintf("http://127.0.0.1:9/unused/%v", f["id"])
 	}
 	v, err := nd.API().CreateSub(ctx, f)
 	if err != nil {

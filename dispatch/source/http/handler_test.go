@@ -61,6 +61,11 @@ func TestIngestAccepted(t *testing.T) {
 		{"+json media type", "application/vnd.hookswitch+json", `{"model":"call"}`, []string{"call"}, []string{`{"model":"call"}`}},
 		{"case-insensitive media type", "Application/JSON", `{"model":"call"}`, []string{"call"}, []string{`{"model":"call"}`}},
 		{"byte order mark", "application/json", "\xef\xbb\xbf{\"model\":\"call\"}", []string{"call"}, []string{`{"model":"call"}`}},
+		// curl -d sends JSON as application/x-www-form-urlencoded.
+		{"JSON object with a form Content-Type", "application/x-www-form-urlencoded", " {\"model\":\"call\",\"a\":1}",
+			[]string{"call"}, []string{`{"model":"call","a":1}`}},
+		{"JSON array with a form Content-Type", "application/x-www-form-urlencoded", `[{"class":"call"},{"model":"cdr"}]`,
+			[]string{"call", "cdr"}, []string{`{"class":"call","model":"call"}`, `{"model":"cdr"}`}},
 	}
 	total := int64(0)
 	for _, tt := range tests {
@@ -143,6 +148,7 @@ func TestIngestRejected(t *testing.T) {
 		{"form with a bad class", "application/x-www-form-urlencoded", "class=Bad+Class", 400, `event 0: model "Bad Class" must match`, "model", 0},
 		{"empty form", "application/x-www-form-urlencoded", "", 400, "model is required", "model", 0},
 		{"malformed form", "application/x-www-form-urlencoded", "class=call&x=%zz", 400, "malformed form body", "", -1},
+		{"malformed JSON with a form Content-Type", "application/x-www-form-urlencoded", `{"model":"call",}`, 400, "event 0: invalid JSON", "", 0},
 		{"wrong content type", "application/xml", `<event model="call"/>`, 415, `Content-Type "application/xml" is not supported`, "", -1},
 		{"wrong content type with JSON in it", "application/octet-stream", `{"model":"call"}`, 415, "not supported", "", -1},
 		{"multipart", "multipart/form-data; boundary=x", "--x--", 415, "not supported", "", -1},

@@ -62,7 +62,9 @@ func Handler(src Source, logger *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet {
 			w.Header().Set("Allow", http.MethodGet)
-			http.Error(w, `{"error":"method not allowed"}`, http.StatusMethodNotAllowed)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			_, _ = io.WriteString(w, `{"code":405,"message":"method not allowed","error":"method not allowed","field":""}`+"\n")
 			return
 		}
 		from, err := strconv.ParseUint(r.URL.Query().Get("from"), 10, 64)

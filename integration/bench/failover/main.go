@@ -279,7 +279,7 @@ func once(cl *cluster, i int, followerOnly bool) (run, error) {
 	for try := 0; try < 20 && owner == nil; try++ {
 		id := fmt.Sprintf("failover-%d-%d", i+1, try)
 		if err := call(func(ctx context.Context) error {
-			_, err := leader.API().CreateSub(ctx, client.Fields{"id": id, "model": "call", "post-url": "http://127.0.0.1:9/unused"})
+			_, err := leader.API().CreateSub(ctx, client.Fields{"id": id, "model": "call", "post-url": "http://127.0.0.1:9/unused/" + id})
 			return err
 		}); err != nil {
 			return r, fmt.Errorf("create subscription: %w", err)
