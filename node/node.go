@@ -395,8 +395,11 @@ func (n *Node) Ready() error {
 }
 
 // Shutdown stops the node gracefully: the HTTP server finishes in-flight
-// requests, leadership is handed over when there is another voter, raft
-// stops and the stores close. It is safe to call more than once.
+// requests, webhook POSTs in flight finish or are cancelled when ctx is
+// done (their events are delivered again later), a final report commits
+// the cursors of what was delivered, leadership is handed over when there
+// is another voter, raft stops and the stores close. It is safe to call more
+// than once.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.stopMu.Lock()
 	defer n.stopMu.Unlock()
@@ -415,7 +418,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		left = true // no longer a member: there is nobody to report to
 	default:
 	}
-	if err := n.pipe.stop(!left); err != nil {
+	if err := n.pipe.stop(ctx, !left); err != nil {
 		errs = append(errs, fmt.Errorf("pipeline: %w", err))
 	}
 	n.pipe = nil
