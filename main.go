@@ -74,11 +74,6 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 
 // ---- agent ----
 
-// setting is one agent setting: a flag, an env var and a TOML key.
-type setting struct {
-	name, usage string
-}
-
 func newAgentCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "agent",

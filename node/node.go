@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -296,9 +297,12 @@ func firstUnicastIP() string {
 func resolveNodeID(dir, configured string) (string, error) {
 	path := filepath.Join(dir, NodeIDFile)
 	b, err := os.ReadFile(path)
+	persisted := strings.TrimSpace(string(b))
 	switch {
+	case err == nil && persisted == "":
+		// Left empty by a write that failed before writeFileAtomic
+		// reported such failures: written again below.
 	case err == nil:
-		persisted := strings.TrimSpace(string(b))
 		if configured != "" && configured != persisted {
 			return "", fmt.Errorf("%w: data dir %s belongs to node %q, not %q", ErrConfig, dir, persisted, configured)
 		}
@@ -319,13 +323,14 @@ func resolveNodeID(dir, configured string) (string, error) {
 }
 
 // readOrCreateSecret returns the token stored at path, creating a new one
-// (mode 0600) when the file does not exist.
+// (mode 0600) when the file does not exist or is empty (left so by a write
+// that failed before writeFileAtomic reported such failures).
 func readOrCreateSecret(path string) (string, error) {
 	b, err := os.ReadFile(path)
-	if err == nil {
-		return strings.TrimSpace(string(b)), nil
+	if tok := strings.TrimSpace(string(b)); err == nil && tok != "" {
+		return tok, nil
 	}
-	if !errors.Is(err, os.ErrNotExist) {
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("node: read %s: %w", filepath.Base(path), err)
 	}
 	tok := httpapi.NewTokenSecret()
@@ -336,25 +341,80 @@ func readOrCreateSecret(path string) (string, error) {
 }
 
 func writeFileAtomic(path string, data []byte) error {
+	return writeFileAtomicFS(osFS{}, path, data)
+}
+
+// writeFileAtomicFS writes data to path through a temporary file that is
+// synced and renamed over path, then syncs the directory, so a crash or a
+// full disk leaves either the old file or the complete new one, never a
+// truncated one. Any failure is returned; the temporary file is removed.
+func writeFileAtomicFS(fsys fileSys, path string, data []byte) error {
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
+	fail := func(err error) error {
+		_ = fsys.Remove(tmp)
 		return fmt.Errorf("node: write %s: %w", filepath.Base(path), err)
 	}
-	if _, err := f.Write(data); err == nil {
+	f, err := fsys.Create(tmp)
+	if err != nil {
+		return fail(err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, path)
+		err = fsys.Rename(tmp, path)
 	}
 	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("node: write %s: %w", filepath.Base(path), err)
+		return fail(err)
+	}
+	if err := fsys.SyncDir(filepath.Dir(path)); err != nil {
+		// The file is complete, but the rename may not survive a crash.
+		return fmt.Errorf("node: write %s: sync directory: %w", filepath.Base(path), err)
 	}
 	return nil
+}
+
+// fileSys is what writeFileAtomicFS does to the file system (a seam for
+// tests, which inject faults).
+type fileSys interface {
+	// Create creates or truncates name (mode 0600) for writing.
+	Create(name string) (syncFile, error)
+	Rename(oldpath, newpath string) error
+	Remove(name string) error
+	// SyncDir makes the directory's entries (a rename) durable.
+	SyncDir(dir string) error
+}
+
+// syncFile is the part of *os.File that writeFileAtomicFS uses.
+type syncFile interface {
+	io.Writer
+	Sync() error
+	Close() error
+}
+
+// osFS is the real file system.
+type osFS struct{}
+
+func (osFS) Create(name string) (syncFile, error) {
+	return os.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+}
+func (osFS) Rename(oldpath, newpath string) error { return os.Rename(oldpath, newpath) }
+func (osFS) Remove(name string) error             { return os.Remove(name) }
+
+func (osFS) SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // ID returns the node id.
@@ -392,8 +452,11 @@ func (n *Node) Ready() error {
 }
 
 // Shutdown stops the node gracefully: the HTTP server finishes in-flight
-// requests, leadership is handed over when there is another voter, raft
-// stops and the stores close. It is safe to call more than once.
+// requests, webhook POSTs in flight finish or are cancelled when ctx is
+// done (their events are delivered again later), a final report commits
+// the cursors of what was delivered, leadership is handed over when there
+// is another voter, raft stops and the stores close. It is safe to call more
+// than once.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.stopMu.Lock()
 	defer n.stopMu.Unlock()
@@ -412,7 +475,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		left = true // no longer a member: there is nobody to report to
 	default:
 	}
-	if err := n.pipe.stop(!left); err != nil {
+	if err := n.pipe.stop(ctx, !left); err != nil {
 		errs = append(errs, fmt.Errorf("pipeline: %w", err))
 	}
 	n.pipe = nil
