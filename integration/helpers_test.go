@@ -145,8 +145,13 @@ func cleanEnv() []string {
 	if _, ok := os.LookupEnv("GORACE"); !ok {
 		env = append(env, raceExitSleep)
 	}
-	return env
+	// Every agent and CLI run knows the test clusters' join token.
+	return append(env, "HOOKSWITCH_JOIN_TOKEN="+testJoinToken)
 }
+
+// testJoinToken is the join token of every test cluster (a bootstrapping
+// agent takes it from the environment instead of generating one).
+const testJoinToken = "integration-test-join-token"
 
 // agent is a hookswitch agent running as a child process. It can be
 // stopped and started again on the same data dir and ports.

@@ -268,7 +268,9 @@ func cleanEnv() []string {
 			env = append(env, kv)
 		}
 	}
-	return env
+	// The bench clusters' join token: the bootstrap node takes it from
+	// the environment, the others present it.
+	return append(env, "HOOKSWITCH_JOIN_TOKEN=bench-cluster-join-token")
 }
 
 func freePorts(n int) ([]int, error) {
