@@ -36,6 +36,12 @@ func (s *Server) join(c echo.Context) error {
 	if presented == "" {
 		return refuse("missing join token: send the cluster's join token (Authorization: Bearer <join-token>; hookswitch join --join-token)")
 	}
+	if jc, ok := s.in.(interface{ CheckJoinToken(string) error }); ok {
+		// A wrong token is refused before the body is looked at.
+		if err := jc.CheckJoinToken(presented); err != nil {
+			return refuse(err.Error())
+		}
+	}
 	body, err := readBody(c)
 	if err != nil {
 		return err

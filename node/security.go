@@ -84,6 +84,16 @@ func (n *Node) checkJoinToken(presented string) error {
 	return nil
 }
 
+// CheckJoinToken is the early check of a join request (before its body is
+// read): a node that knows the join token refuses a wrong one; one that
+// does not leaves the decision to the leader.
+func (n *Node) CheckJoinToken(presented string) error {
+	if n.joinToken == "" {
+		return nil
+	}
+	return n.checkJoinToken(presented)
+}
+
 // Reload reads tls-cert, tls-key and cluster-ca again (SIGHUP). New
 // connections use the new files; on error the old ones stay in use.
 func (n *Node) Reload() error {
