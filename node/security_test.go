@@ -273,4 +273,3 @@ func TestNodeIDFileCheckedAtStart(t *testing.T) {
 		t.Fatalf("err = %v, want ErrConfig", err)
 	}
 }
-
