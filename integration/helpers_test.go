@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -164,6 +165,9 @@ type agent struct {
 	stdout   string // path of the file stdout goes to
 	stderr   string // path of the file stderr goes to
 	starts   int
+	// tls, when set, makes the agent's URLs https and its clients verify
+	// it (and present a certificate) with this configuration.
+	tls *tls.Config
 
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has exited; cmd.ProcessState is set
@@ -319,7 +323,12 @@ func (a *agent) dumpOutput() {
 }
 
 // baseURL is the agent's HTTP API base URL.
-func (a *agent) baseURL() string { return "http://" + a.httpAddr }
+func (a *agent) baseURL() string {
+	if a.tls != nil {
+		return "https://" + a.httpAddr
+	}
+	return "http://" + a.httpAddr
+}
 
 // rootToken reads the super token the dev agent wrote at bootstrap.
 func (a *agent) rootToken() string {
@@ -332,10 +341,12 @@ func (a *agent) rootToken() string {
 }
 
 // client returns an API client authenticated with the root token.
-func (a *agent) client() *client.Client { return client.New(a.baseURL(), a.rootToken()) }
+func (a *agent) client() *client.Client {
+	return client.New(a.baseURL(), a.rootToken()).WithTLS(a.tls)
+}
 
 // anonClient returns an API client without a token (health endpoints).
-func (a *agent) anonClient() *client.Client { return client.New(a.baseURL(), "") }
+func (a *agent) anonClient() *client.Client { return client.New(a.baseURL(), "").WithTLS(a.tls) }
 
 // output returns what the agent has written to stdout so far.
 func (a *agent) output() string {

@@ -1,0 +1,322 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/hashicorp/raft"
+
+	"github.com/hookswitch/hookswitch/httpapi"
+	"github.com/hookswitch/hookswitch/httpapi/client"
+)
+
+// runHS runs the hookswitch command line (no node address) and fails the
+// test unless it exits 0.
+func runHS(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, hookswitchBin, args...)
+	cmd.Env = cleanEnv()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("hookswitch %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), errb.String())
+	}
+	return out.String()
+}
+
+// tlsPKI makes a CA with `hookswitch tls init` and certificates for the
+// given nodes with `hookswitch tls issue NODE --ip 127.0.0.1`.
+func tlsPKI(t *testing.T, dir string, nodes ...string) *x509.CertPool {
+	t.Helper()
+	runHS(t, "tls", "init", "--dir", dir)
+	for _, n := range nodes {
+		runHS(t, "tls", "issue", n, "--dir", dir, "--ip", "127.0.0.1")
+	}
+	for _, f := range append([]string{"ca.key"}, nodes...) {
+		if !strings.HasSuffix(f, ".key") {
+			f += ".key"
+		}
+		fi, err := os.Stat(filepath.Join(dir, f))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v, mode %v; want a 0600 key", f, err, fi.Mode().Perm())
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		t.Fatal("ca.crt holds no certificate")
+	}
+	return pool
+}
+
+func loadCert(t *testing.T, dir, name string) tls.Certificate {
+	t.Helper()
+	c, err := tls.LoadX509KeyPair(filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestClusterMutualTLS: three agents with tls-cert, tls-key and cluster-ca
+// from `hookswitch tls` form a cluster over mutual TLS (raft, joins,
+// forwarded writes, the event mesh). A node whose certificate comes from
+// another CA can neither join nor read a peer's log; a plaintext raft
+// client and a TLS client without a certificate are refused on the raft
+// port.
+func TestClusterMutualTLS(t *testing.T) {
+	skipShort(t)
+	dir := t.TempDir()
+	caDir, foreignDir := filepath.Join(dir, "ca"), filepath.Join(dir, "foreign")
+	pool := tlsPKI(t, caDir, "n1", "n2", "n3")
+	tlsPKI(t, foreignDir, "n4")
+	apiTLS := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	ports := freeLoopbackPorts(t, 6)
+	var nodes []*agent
+	for i := range 3 {
+		id := "n" + strconv.Itoa(i+1)
+		a := &agent{
+			t: t, tls: apiTLS,
+			dataDir:  filepath.Join(dir, id, "data"),
+			httpAddr: "127.0.0.1:" + strconv.Itoa(ports[2*i]),
+			raftAddr: "127.0.0.1:" + strconv.Itoa(ports[2*i+1]),
+			stdout:   filepath.Join(dir, id, "agent.stdout"),
+			stderr:   filepath.Join(dir, id, "agent.stderr"),
+		}
+		if err := os.MkdirAll(filepath.Dir(a.dataDir), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		a.args = append([]string{"agent", "--config", "/dev/null", "--node-id", id, "--data-dir", a.dataDir,
+			"--http-addr", a.httpAddr, "--raft-addr", a.raftAddr,
+			"--tls-cert", filepath.Join(caDir, id+".crt"), "--tls-key", filepath.Join(caDir, id+".key"),
+			"--cluster-ca", filepath.Join(caDir, "ca.crt")}, shortClusterTimings.flags()...)
+		nodes = append(nodes, a)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, a := range nodes {
+				a.dumpOutput()
+			}
+		}
+	})
+	for _, a := range nodes {
+		t.Cleanup(a.cleanup)
+	}
+	n1 := nodes[0]
+	n1.args = append(n1.args, "--bootstrap")
+	n1.start()
+	for _, a := range nodes[1:] {
+		a.args = append(a.args, "--join", n1.httpAddr)
+		a.start()
+	}
+	waitFor(t, func() (bool, string, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), clusterCallTimeout)
+		defer cancel()
+		v, err := n1.client().Cluster(ctx)
+		if err != nil {
+			return false, "3 voters up", err.Error()
+		}
+		up := 0
+		for _, m := range v.Nodes {
+			if m.Health == "up" && m.Suffrage == "voter" {
+				up++
+			}
+		}
+		return up == 3 && v.Leader != "", "3 voters up with a leader", clusterSummary(v)
+	}, clusterFormTimeout)
+
+	// Writes through every node: the followers forward theirs to the
+	// leader over mutual TLS.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	root := n1.rootToken()
+	for _, a := range nodes {
+		c := client.New(a.baseURL(), root).WithTLS(apiTLS)
+		if _, err := c.CreateSub(ctx, client.Fields{"model": "call", "post-url": "http://127.0.0.1:9/x"}); err != nil {
+			t.Fatalf("create a subscription through %s: %v", a.httpAddr, err)
+		}
+	}
+	// The mesh: an event ingested on n3 reaches n1's websocket (from n1's
+	// copy of n3's log, tailed over mutual TLS).
+	since := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
+	if _, err := client.New(nodes[2].baseURL(), "").WithTLS(apiTLS).Ingest(ctx, map[string]any{"model": "call", "mark": "over-mtls"}); err != nil {
+		t.Fatalf("ingest on n3: %v", err)
+	}
+	wsT := http.DefaultTransport.(*http.Transport).Clone()
+	wsT.TLSClientConfig = apiTLS
+	ws, _, err := websocket.Dial(ctx, "wss://"+n1.httpAddr+"/v1/events/ws?since="+since, &websocket.DialOptions{
+		HTTPClient: &http.Client{Transport: wsT}, HTTPHeader: http.Header{"Authorization": {"Bearer " + root}}})
+	if err != nil {
+		t.Fatalf("websocket on n1: %v", err)
+	}
+	defer ws.CloseNow()
+	for {
+		_, data, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatalf("n1's websocket never showed n3's event: %v", err)
+		}
+		var ev map[string]any
+		if json.Unmarshal(data, &ev) == nil && ev["mark"] == "over-mtls" && ev["node"] == "n3" {
+			break
+		}
+	}
+
+	before, err := n1.client().Cluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A node with a certificate from another CA, even with the join token.
+	foreign := &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{loadCert(t, foreignDir, "n4")}, MinVersion: tls.VersionTLS12}
+	noCert := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	joinBody := fmt.Sprintf(`{"id":"n4","raft-addr":"127.0.0.1:1","http-addr":"127.0.0.1:2","token-hash":"%s"}`, strings.Repeat("ab", 32))
+	n2Token := strings.TrimSpace(readFileT(t, filepath.Join(nodes[1].dataDir, "node-token")))
+	for _, tc := range []struct {
+		name, method, path, token, body string
+		tls                             *tls.Config
+		wantStatus                      int // 0: the TLS handshake fails
+	}{
+		{"foreign certificate: join", http.MethodPost, "/v1/cluster/join", testJoinToken, joinBody, foreign, 0},
+		{"foreign certificate: peer log", http.MethodGet, "/internal/v1/log", n2Token, "", foreign, 0},
+		{"no certificate: join with the join token", http.MethodPost, "/v1/cluster/join", testJoinToken, joinBody, noCert, http.StatusUnauthorized},
+		{"no certificate: peer log with a node token", http.MethodGet, "/internal/v1/log", n2Token, "", noCert, http.StatusForbidden},
+		{"no certificate: forwarded write with a node token", http.MethodPost, "/internal/v1/apply", n2Token, "x", noCert, http.StatusForbidden},
+	} {
+		status, err := rawCall(ctx, tc.tls, tc.method, "https://"+n1.httpAddr+tc.path, tc.token, tc.body)
+		switch {
+		case tc.wantStatus == 0 && err == nil:
+			t.Errorf("%s: answered %d; want the TLS handshake refused", tc.name, status)
+		case tc.wantStatus != 0 && status != tc.wantStatus:
+			t.Errorf("%s: %d (%v); want %d", tc.name, status, err, tc.wantStatus)
+		}
+	}
+	after, err := n1.client().Cluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after.Nodes) != len(before.Nodes) || len(after.Nodes) != 3 {
+		t.Fatalf("membership changed: before %s, after %s", clusterSummary(before), clusterSummary(after))
+	}
+
+	// The raft port: a plaintext raft client gets no answer, nor does a
+	// TLS client without a certificate.
+	plain, err := raft.NewTCPTransport("127.0.0.1:0", nil, 1, 2*time.Second, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	var vresp raft.RequestVoteResponse
+	if err := plain.RequestVote("n1", raft.ServerAddress(n1.raftAddr), &raft.RequestVoteRequest{
+		RPCHeader: raft.RPCHeader{ID: []byte("x"), Addr: []byte(plain.LocalAddr())}, Term: 1 << 40, Candidate: []byte(plain.LocalAddr()),
+	}, &vresp); err == nil {
+		t.Fatalf("a plaintext raft RequestVote was answered: %+v", vresp)
+	}
+	conn, err := tls.Dial("tcp", n1.raftAddr, noCert)
+	if err == nil {
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = conn.Write([]byte{0})
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+		var ne net.Error
+		if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+			t.Fatalf("a TLS client without a certificate was not refused on the raft port: %v", err)
+		}
+	}
+	// The cluster is whole still.
+	if v, err := n1.client().Cluster(ctx); err != nil || len(v.Nodes) != 3 || v.Leader == "" {
+		t.Fatalf("after the refusals: %s %v", clusterSummary(v), err)
+	}
+}
+
+// rawCall makes one HTTPS request with a TLS configuration and returns the
+// status (0 and the error when there was no answer).
+func rawCall(ctx context.Context, tc *tls.Config, method, url, token, body string) (int, error) {
+	tr := &http.Transport{TLSClientConfig: tc}
+	defer tr.CloseIdleConnections()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+func readFileT(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestJoinTokenAlwaysRequired: on a plain-HTTP cluster, a join without a
+// token or with a wrong one gets 401 naming the join token; membership is
+// the same before and after; the agent logs the caller's address and not
+// the secret; `hookswitch join` without any token source says how to give
+// one.
+func TestJoinTokenAlwaysRequired(t *testing.T) {
+	a := startDevAgent(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	before, err := a.client().Cluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const wrong = "not-the-join-token-4242"
+	req := httpapi.JoinRequest{ID: "intruder", RaftAddr: "127.0.0.1:1", HTTPAddr: "127.0.0.1:2", TokenHash: strings.Repeat("cd", 32)}
+	for _, secret := range []string{"", wrong, a.rootToken()} {
+		err := client.New(a.baseURL(), secret).Join(ctx, req)
+		if client.StatusOf(err) != http.StatusUnauthorized || !strings.Contains(err.Error(), "join token") {
+			t.Fatalf("join with %q: %v; want 401 naming the join token", secret, err)
+		}
+	}
+	after, err := a.client().Cluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if clusterSummary(before) != clusterSummary(after) || len(after.Nodes) != 1 {
+		t.Fatalf("membership changed: %s → %s", clusterSummary(before), clusterSummary(after))
+	}
+	logs := readFileT(t, a.stderr)
+	if !strings.Contains(logs, "join refused") || !strings.Contains(logs, "remote=127.0.0.1:") {
+		t.Fatalf("refused joins not logged with the caller's address:\n%s", logs)
+	}
+	for _, secret := range []string{wrong, a.rootToken(), testJoinToken} {
+		if strings.Contains(logs, secret) {
+			t.Fatalf("a secret appears in the agent's log")
+		}
+	}
+}
