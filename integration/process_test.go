@@ -46,6 +46,7 @@ func TestDevAgentAndCLI(t *testing.T) {
 		a.baseURL() + "/healthz",
 		a.baseURL() + "/readyz",
 		"export HOOKSWITCH_TOKEN=" + root,
+		"join token: " + testJoinToken,
 		"data in " + a.dataDir,
 	} {
 		if !strings.Contains(banner, want) {
