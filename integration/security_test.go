@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -318,5 +319,68 @@ func TestJoinTokenAlwaysRequired(t *testing.T) {
 		if strings.Contains(logs, secret) {
 			t.Fatalf("a secret appears in the agent's log")
 		}
+	}
+}
+
+// TestTLSReloadOnSIGHUP: an agent with tls-cert, tls-key and cluster-ca
+// reads them again on SIGHUP: a new connection gets the new certificate,
+// and the process keeps running.
+func TestTLSReloadOnSIGHUP(t *testing.T) {
+	skipShort(t)
+	dir := t.TempDir()
+	caDir := filepath.Join(dir, "ca")
+	pool := tlsPKI(t, caDir, "n1")
+	// The same CA issues a second, shorter-lived certificate elsewhere.
+	next := filepath.Join(dir, "next")
+	if err := os.MkdirAll(next, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"ca.crt", "ca.key"} {
+		if err := os.WriteFile(filepath.Join(next, f), []byte(readFileT(t, filepath.Join(caDir, f))), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runHS(t, "tls", "issue", "n1", "--dir", next, "--ip", "127.0.0.1", "--days", "3")
+	ports := freeLoopbackPorts(t, 2)
+	a := &agent{
+		t: t, tls: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		dataDir:  filepath.Join(dir, "data"),
+		httpAddr: "127.0.0.1:" + strconv.Itoa(ports[0]),
+		raftAddr: "127.0.0.1:" + strconv.Itoa(ports[1]),
+		stdout:   filepath.Join(dir, "agent.stdout"),
+		stderr:   filepath.Join(dir, "agent.stderr"),
+	}
+	a.args = []string{"agent", "--dev", "--config", "/dev/null", "--data-dir", a.dataDir, "--http-addr", a.httpAddr, "--raft-addr", a.raftAddr,
+		"--tls-cert", filepath.Join(caDir, "n1.crt"), "--tls-key", filepath.Join(caDir, "n1.key"), "--cluster-ca", filepath.Join(caDir, "ca.crt")}
+	t.Cleanup(func() {
+		if t.Failed() {
+			a.dumpOutput()
+		}
+	})
+	t.Cleanup(a.cleanup)
+	a.start()
+	notAfter := func() time.Time {
+		c, err := tls.Dial("tcp", a.httpAddr, a.tls)
+		if err != nil {
+			t.Fatalf("TLS to the agent: %v", err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].NotAfter
+	}
+	first := notAfter()
+	for _, f := range []string{"n1.crt", "n1.key"} {
+		if err := os.WriteFile(filepath.Join(caDir, f), []byte(readFileT(t, filepath.Join(next, f))), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() (bool, string, string) {
+		got := notAfter()
+		return got.Before(first.Add(-24 * time.Hour)), "the 3-day certificate after SIGHUP", got.String()
+	}, 10*time.Second)
+	if !a.running() || !strings.Contains(readFileT(t, a.stderr), "certificates reloaded") {
+		t.Fatalf("after SIGHUP: running=%v, log:\n%s", a.running(), readFileT(t, a.stderr))
 	}
 }
