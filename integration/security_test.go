@@ -396,3 +396,41 @@ func TestTLSReloadOnSIGHUP(t *testing.T) {
 		t.Fatalf("after SIGHUP: running=%v, log:\n%s", a.running(), readFileT(t, a.stderr))
 	}
 }
+
+// TestAgentRefusesSettingsItCannotHonour: `hookswitch agent` exits
+// non-zero at once, naming the setting, for a node id the API would refuse
+// and for TLS settings it could not enforce.
+func TestAgentRefusesSettingsItCannotHonour(t *testing.T) {
+	skipShort(t)
+	dir := t.TempDir()
+	tlsPKI(t, filepath.Join(dir, "ca"), "n1")
+	crt, key, ca := filepath.Join(dir, "ca", "n1.crt"), filepath.Join(dir, "ca", "n1.key"), filepath.Join(dir, "ca", "ca.crt")
+	for i, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--node-id", "a b/../x"}, "node-id"},
+		{[]string{"--cluster-ca", ca}, "cluster-ca needs tls-cert"},
+		{[]string{"--tls-cert", crt}, "tls-cert is set without tls-key"},
+		{[]string{"--tls-cert", crt, "--tls-key", key, "--cluster-ca", filepath.Join(dir, "nope.crt")}, "cluster-ca"},
+		{[]string{"--join-token", "short"}, "join-token"},
+		{[]string{"--api-rate", "fast"}, "api-rate"},
+		{[]string{"--read-timeout", "0s"}, "read-timeout"},
+	} {
+		data := filepath.Join(dir, "data"+strconv.Itoa(i))
+		args := append([]string{"agent", "--config", "/dev/null", "--bootstrap", "--data-dir", data,
+			"--http-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0"}, tc.args...)
+		ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+		cmd := exec.CommandContext(ctx, hookswitchBin, args...)
+		cmd.Env = cleanEnv()
+		out, err := cmd.CombinedOutput()
+		cancel()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || !strings.Contains(string(out), tc.want) {
+			t.Errorf("agent %v: err %v, output %q; want a refusal naming %q", tc.args, err, out, tc.want)
+		}
+		if _, err := os.Stat(filepath.Join(data, "peers")); err == nil {
+			t.Errorf("agent %v: refused, but it created its stores", tc.args)
+		}
+	}
+}
