@@ -91,12 +91,12 @@ func TestClusterMutualTLS(t *testing.T) {
 	skipShort(t)
 	dir := t.TempDir()
 	caDir, foreignDir := filepath.Join(dir, "ca"), filepath.Join(dir, "foreign")
-	pool := tlsPKI(t, caDir, "n1", "n2", "n3")
+	pool := tlsPKI(t, caDir, "n1", "n2", "n3", "n4")
 	tlsPKI(t, foreignDir, "n4")
 	apiTLS := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	ports := freeLoopbackPorts(t, 6)
+	ports := freeLoopbackPorts(t, 8)
 	var nodes []*agent
-	for i := range 3 {
+	for i := range 4 {
 		id := "n" + strconv.Itoa(i+1)
 		a := &agent{
 			t: t, tls: apiTLS,
@@ -128,10 +128,11 @@ func TestClusterMutualTLS(t *testing.T) {
 	n1 := nodes[0]
 	n1.args = append(n1.args, "--bootstrap")
 	n1.start()
-	for _, a := range nodes[1:] {
+	for _, a := range nodes[1:3] {
 		a.args = append(a.args, "--join", n1.httpAddr)
 		a.start()
 	}
+	n4 := nodes[3] // started later, without --join
 	waitFor(t, func() (bool, string, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), clusterCallTimeout)
 		defer cancel()
@@ -153,7 +154,7 @@ func TestClusterMutualTLS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	root := n1.rootToken()
-	for _, a := range nodes {
+	for _, a := range nodes[:3] {
 		c := client.New(a.baseURL(), root).WithTLS(apiTLS)
 		if _, err := c.CreateSub(ctx, client.Fields{"model": "call", "post-url": "http://127.0.0.1:9/x"}); err != nil {
 			t.Fatalf("create a subscription through %s: %v", a.httpAddr, err)
@@ -247,6 +248,55 @@ func TestClusterMutualTLS(t *testing.T) {
 	// The cluster is whole still.
 	if v, err := n1.client().Cluster(ctx); err != nil || len(v.Nodes) != 3 || v.Leader == "" {
 		t.Fatalf("after the refusals: %s %v", clusterSummary(v), err)
+	}
+
+	// `hookswitch join` on mutual TLS: n4 runs without --join; the command
+	// line reads its join request over HTTPS (--ca) and asks n2 to add it,
+	// presenting n4's certificate (--cert, --key) and the join token
+	// (HOOKSWITCH_JOIN_TOKEN of the test environment).
+	startUnjoined(t, n4)
+	runHS(t, "--addr", n4.baseURL(), "--ca", filepath.Join(caDir, "ca.crt"),
+		"--cert", filepath.Join(caDir, "n4.crt"), "--key", filepath.Join(caDir, "n4.key"), "join", nodes[1].httpAddr)
+	waitFor(t, func() (bool, string, string) {
+		v, err := n1.client().Cluster(ctx)
+		if err != nil {
+			return false, "n4 a member", err.Error()
+		}
+		return len(v.Nodes) == 4, "4 members", clusterSummary(v)
+	}, clusterFormTimeout)
+	if err := n4.anonClient().Ready(ctx); err != nil {
+		waitFor(t, func() (bool, string, string) {
+			err := n4.anonClient().Ready(ctx)
+			return err == nil, "n4 ready", fmt.Sprint(err)
+		}, clusterFormTimeout)
+	}
+}
+
+// startUnjoined starts an agent that is no member yet (no --bootstrap, no
+// --join) and waits until it serves /healthz.
+func startUnjoined(t *testing.T, a *agent) {
+	t.Helper()
+	a.starts++
+	stdout, stderr := a.openLog(a.stdout), a.openLog(a.stderr)
+	defer stdout.Close()
+	defer stderr.Close()
+	cmd := exec.Command(hookswitchBin, a.args...)
+	cmd.Env = cleanEnv()
+	cmd.Dir = filepath.Dir(a.dataDir)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	a.cmd, a.done = cmd, make(chan struct{})
+	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(a.done)
+	waitFor(t, func() (bool, string, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), clusterCallTimeout)
+		defer cancel()
+		err := a.anonClient().Do(ctx, http.MethodGet, "/healthz", nil, nil)
+		return err == nil || !a.running(), "/healthz to answer", fmt.Sprint(err)
+	}, readyTimeout)
+	if !a.running() {
+		t.Fatalf("agent exited: %s", a.cmd.ProcessState)
 	}
 }
 
