@@ -24,6 +24,7 @@ import (
 	"github.com/hookswitch/hookswitch/dispatch/source/peer"
 	"github.com/hookswitch/hookswitch/fsm"
 	"github.com/hookswitch/hookswitch/httpapi"
+	"github.com/hookswitch/hookswitch/node/tlsnet"
 	"github.com/hookswitch/hookswitch/store"
 )
 
@@ -32,6 +33,12 @@ const (
 	NodeIDFile    = "node-id"
 	RootTokenFile = "root-token"
 	NodeTokenFile = "node-token"
+	// JoinTokenFile holds the cluster's join token: written by the node
+	// that bootstraps the cluster when join-token is not set, read by a
+	// node that joins when neither --join-token nor HOOKSWITCH_JOIN_TOKEN
+	// gives it, and kept by a node that joined (it checks joins when it
+	// leads).
+	JoinTokenFile = "join-token"
 	// RootTokenID is the id of the super token written at first bootstrap.
 	RootTokenID = "root"
 
@@ -43,9 +50,11 @@ const (
 	// raftApplyTimeout bounds how long an Apply waits to be enqueued.
 	raftApplyTimeout = 10 * time.Second
 	// forwardTimeout bounds one forwarded write to the leader.
-	forwardTimeout        = 15 * time.Second
-	httpReadHeaderTimeout = 10 * time.Second
-	httpIdleTimeout       = 120 * time.Second
+	forwardTimeout  = 15 * time.Second
+	httpIdleTimeout = 120 * time.Second
+	// peerDialTimeout bounds opening a node-to-node connection; the TLS
+	// handshake of raft has the same bound.
+	peerDialTimeout = 5 * time.Second
 )
 
 // Node is one running hookswitch cluster member.
@@ -69,6 +78,17 @@ type Node struct {
 	nodeToken string
 	pipe      *pipeline
 
+	// certs are tls-cert, tls-key and cluster-ca (nil without TLS),
+	// reloaded on SIGHUP.
+	certs *tlsnet.Store
+	// joinToken is the cluster's join token as this node knows it ("" if
+	// it does not: it then refuses joins when it leads).
+	joinToken string
+	// httpDialer and raftDialer open node-to-node connections from the
+	// advertised addresses.
+	httpDialer *net.Dialer
+	raftDialer *net.Dialer
+
 	// RootToken is the super token written at first bootstrap (empty if
 	// this node did not bootstrap the cluster now).
 	RootToken string
@@ -77,7 +97,6 @@ type Node struct {
 	leaveOnce sync.Once
 	// fresh: this node started without raft state (new, or wiped).
 	fresh bool
-	// reports records when this node applied each node's reports.
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -98,18 +117,48 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
+	// Certificates first: a TLS setting the node cannot honour stops it
+	// before anything else starts.
+	var certs *tlsnet.Store
+	if cfg.TLSCert != "" {
+		var err error
+		if certs, err = tlsnet.Load(cfg.TLSCert, cfg.TLSKey, cfg.ClusterCA); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+	}
 	id, err := resolveNodeID(cfg.DataDir, cfg.NodeID)
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, id: id, log: logger.With("component", "node", "node", id), left: make(chan struct{})}
+	if !httpapi.ValidNodeID(id) {
+		return nil, fmt.Errorf("%w: node id %q (from %s or the hostname) does not follow the API's rule [A-Za-z0-9._-]{1,64}: set node-id",
+			ErrConfig, id, NodeIDFile)
+	}
+	n := &Node{cfg: cfg, id: id, certs: certs, log: logger.With("component", "node", "node", id), left: make(chan struct{})}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
 		if !ok {
+			if n.httpLn != nil {
+				n.httpLn.Close()
+			}
 			n.closeStores()
 		}
 	}()
+	if n.joinToken, err = loadJoinToken(cfg); err != nil {
+		return nil, err
+	}
+	if len(cfg.Join) > 0 && n.joinToken == "" {
+		return nil, fmt.Errorf("%w: --join needs the cluster's join token: --join-token, HOOKSWITCH_JOIN_TOKEN or %s (the bootstrap node wrote it to its own %s)",
+			ErrConfig, filepath.Join(cfg.DataDir, JoinTokenFile), JoinTokenFile)
+	}
+	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("node: http listen %s: %w", cfg.HTTPAddr, err)
+	}
+	n.advHTTP = advertise(cfg.AdvertiseHTTP, n.httpLn.Addr().String())
+	n.httpDialer = tlsnet.Dialer(n.advHTTP, peerDialTimeout)
+	n.forwarder = &http.Client{Timeout: forwardTimeout, Transport: tlsnet.HTTPTransport(n.clusterTLS(), n.httpDialer, 0)}
 	if err := n.openStores(logger); err != nil {
 		return nil, err
 	}
@@ -119,19 +168,15 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	if n.pipe, err = newPipeline(n, version, logger); err != nil {
 		return nil, err
 	}
-	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return nil, fmt.Errorf("node: http listen %s: %w", cfg.HTTPAddr, err)
-	}
-	n.advHTTP = advertise(cfg.AdvertiseHTTP, n.httpLn.Addr().String())
 	if err := n.startRaft(); err != nil {
-		n.httpLn.Close()
 		return nil, err
 	}
-	n.forwarder = &http.Client{Timeout: forwardTimeout}
-	n.api = httpapi.New(httpapi.Config{Version: version, IngestAllow: cfg.IngestAllow, Logger: logger, Tester: n}, n, n)
+	n.api = httpapi.New(httpapi.Config{
+		Version: version, IngestAllow: cfg.IngestAllow, Logger: logger, Tester: n,
+		MutualTLS: certs.Mutual(), APIRate: cfg.APIRate, IngestRate: cfg.IngestRate,
+	}, n, n)
 	ingest := httpsource.New(httpsource.Options{Log: n.pipe.events, Authorize: n.api.AuthorizeIngest, Logger: logger})
-	n.api.Mount(http.MethodPost, "/v1/events", ingest)
+	n.api.Mount(http.MethodPost, "/v1/events", n.api.LimitIngest(ingest))
 	ws := n.api.WebsocketHandler(httpapi.WSOptions{Hub: n.pipe.wsHub, Allow: cfg.WSAllow, Logger: logger})
 	for _, path := range httpapi.WSPaths {
 		n.api.Mount(http.MethodGet, path, ws)
@@ -142,18 +187,16 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	n.api.MountLocal(http.MethodGet, "/debug/pprof/*", http.HandlerFunc(pprof.Index))
 	n.api.MountLocal(http.MethodGet, "/debug/pprof/profile", http.HandlerFunc(pprof.Profile))
 	n.httpSrv = &http.Server{
-		Handler:           n.api.Handler(),
-		ReadHeaderTimeout: httpReadHeaderTimeout,
+		Handler: readTimeout(n.api.Handler(), cfg.ReadTimeout),
+		// The body's share of read-timeout is enforced by readTimeout:
+		// http.Server's ReadTimeout would also cancel long streams
+		// (websockets, /internal/v1/log) once it passed.
+		ReadHeaderTimeout: cfg.ReadTimeout,
 		IdleTimeout:       httpIdleTimeout,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
 	}
-	if cfg.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			n.httpLn.Close()
-			return nil, fmt.Errorf("node: tls: %w", err)
-		}
-		n.httpSrv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if certs != nil {
+		n.httpSrv.TLSConfig = certs.ServerConfig(false)
 		n.httpLn = tls.NewListener(n.httpLn, n.httpSrv.TLSConfig)
 	}
 	n.wg.Add(2)
@@ -172,11 +215,12 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.joinLoop() }()
 	}
-	if cfg.JoinToken == "" && !cfg.Dev {
-		n.log.Warn("no join-token is set: anyone who reaches the HTTP port can join this cluster")
+	if n.joinToken == "" {
+		n.log.Warn("this node has no join token: it refuses every join while it leads (set join-token or copy the cluster's join-token file into the data dir)")
 	}
 	ok = true
-	n.log.Info("node started", "http", n.advHTTP, "raft", n.advRaft, "data-dir", cfg.DataDir)
+	n.log.Info("node started", "http", n.advHTTP, "raft", n.advRaft, "data-dir", cfg.DataDir,
+		"tls", certs != nil, "mutual-tls", certs.Mutual())
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
 	return n, nil
 }
@@ -227,14 +271,25 @@ func (n *Node) startRaft() error {
 		}
 		advAddr = a
 	}
-	var err error
-	n.transport, err = raft.NewTCPTransport(n.cfg.RaftAddr, advAddr, raftMaxPool, raftTransportTimeout, os.Stderr)
+	advHost := n.cfg.RaftAddr
+	if advAddr != nil {
+		advHost = advAddr.String()
+	}
+	n.raftDialer = tlsnet.Dialer(advHost, peerDialTimeout)
+	stream, err := tlsnet.NewStreamLayer(n.cfg.RaftAddr, advAddr, n.clusterTLS(), n.raftDialer, peerDialTimeout)
 	if err != nil {
 		return fmt.Errorf("node: raft listen %s: %w", n.cfg.RaftAddr, err)
 	}
+	n.transport = raft.NewNetworkTransport(stream, raftMaxPool, raftTransportTimeout, os.Stderr)
 	n.advRaft = string(n.transport.LocalAddr())
 	rs := n.raftStore
 	hasState, err := raft.HasExistingState(rs.Bolt, rs.Bolt, rs.Snapshots)
+	if err == nil && n.cfg.Bootstrap && n.joinToken == "" {
+		// The cluster's join token is made with the cluster (or, for a
+		// cluster made before join tokens were always required, at the
+		// next start of its bootstrap node).
+		n.joinToken, err = readOrCreateSecret(filepath.Join(n.cfg.DataDir, JoinTokenFile))
+	}
 	n.fresh = !hasState
 	if err != nil {
 		n.transport.Close()

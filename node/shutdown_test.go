@@ -62,10 +62,10 @@ func freeAddr(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-// startNode starts a bootstrapped single-node cluster on dir (raft on
+// startBootstrapped starts a bootstrapped single-node cluster on dir (raft on
 // raftAddr, so a restart on the same dir finds its own address) and
 // returns it with a root client once the root token is accepted.
-func startNode(t *testing.T, dir, raftAddr string) (*node.Node, *client.Client) {
+func startBootstrapped(t *testing.T, dir, raftAddr string) (*node.Node, *client.Client) {
 	t.Helper()
 	cfg := node.Default()
 	cfg.DataDir = dir
@@ -153,7 +153,7 @@ func TestShutdownCancelsPostsInFlightAtDeadline(t *testing.T) {
 	rc := newHangingReceiver(t)
 	rc.hang.Store(true)
 
-	n, c := startNode(t, dir, raftAddr)
+	n, c := startBootstrapped(t, dir, raftAddr)
 	ctx := context.Background()
 	sub, err := c.CreateSub(ctx, client.Fields{
 		"model": "call", "domain": "example.com", "post-url": rc.URL + "/hook", "timeout-ms": 30000,
@@ -187,7 +187,7 @@ func TestShutdownCancelsPostsInFlightAtDeadline(t *testing.T) {
 	}
 
 	rc.hang.Store(false)
-	_, c2 := startNode(t, dir, raftAddr)
+	_, c2 := startBootstrapped(t, dir, raftAddr)
 	waitFor(t, fmt.Sprintf("event %s to be delivered after the restart", id), func() bool { return rc.delivered(id) })
 	v, err := c2.GetSub(ctx, sub.ID)
 	if err != nil {
