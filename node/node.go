@@ -21,6 +21,7 @@ import (
 
 	httpsource "github.com/hookswitch/hookswitch/dispatch/source/http"
 	"github.com/hookswitch/hookswitch/dispatch/source/peer"
+	"github.com/hookswitch/hookswitch/dispatch/stats"
 	"github.com/hookswitch/hookswitch/fsm"
 	"github.com/hookswitch/hookswitch/httpapi"
 	"github.com/hookswitch/hookswitch/store"
@@ -67,6 +68,7 @@ type Node struct {
 	forwarder *http.Client
 	nodeToken string
 	pipe      *pipeline
+	subStats  *stats.Minutes // per-minute delivery counts (substats.go)
 
 	// RootToken is the super token written at first bootstrap (empty if
 	// this node did not bootstrap the cluster now).
@@ -116,6 +118,7 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	if n.nodeToken, err = readOrCreateSecret(filepath.Join(cfg.DataDir, NodeTokenFile)); err != nil {
 		return nil, err
 	}
+	n.subStats = stats.New(nil)
 	if n.pipe, err = newPipeline(n, version, logger); err != nil {
 		return nil, err
 	}
@@ -129,7 +132,7 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.forwarder = &http.Client{Timeout: forwardTimeout}
-	n.api = httpapi.New(httpapi.Config{Version: version, IngestAllow: cfg.IngestAllow, Logger: logger, Tester: n}, n, n)
+	n.api = httpapi.New(httpapi.Config{Version: version, IngestAllow: cfg.IngestAllow, Logger: logger, Tester: n, SubStats: n}, n, n)
 	ingest := httpsource.New(httpsource.Options{Log: n.pipe.events, Authorize: n.api.AuthorizeIngest, Logger: logger})
 	n.api.Mount(http.MethodPost, "/v1/events", ingest)
 	ws := n.api.WebsocketHandler(httpapi.WSOptions{Hub: n.pipe.wsHub, Allow: cfg.WSAllow, Logger: logger})
@@ -137,6 +140,7 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 		n.api.Mount(http.MethodGet, path, ws)
 	}
 	n.api.MountInternal(http.MethodGet, "/internal/v1/log", peer.Handler(n.pipe.events, logger))
+	n.api.MountInternal(http.MethodGet, subStatsPath, n.internalSubStats())
 	n.api.MountLocal(http.MethodGet, "/metrics", n.metricsHandler())
 	// Profiles, for the same callers as /metrics.
 	n.api.MountLocal(http.MethodGet, "/debug/pprof/*", http.HandlerFunc(pprof.Index))

@@ -88,7 +88,7 @@ func newPipeline(n *Node, version string, logger *slog.Logger) (*pipeline, error
 		Guard:   webhook.NewGuard(toPrefixes(n.cfg.PostURLDeny), toPrefixes(n.cfg.PostURLAllow)),
 		Logger:  logger,
 	})
-	eng := engine.New(engine.Options{Poster: poster, Logger: logger, SuspendAfter: n.cfg.SuspendAfter})
+	eng := engine.New(engine.Options{Poster: poster, Logger: logger, SuspendAfter: n.cfg.SuspendAfter, Stats: n.subStats})
 	eng.AddSource(n.id, events)
 	wsHub := hub.New(hub.Options{Logger: logger})
 	wsHub.AddSource(n.id, events)
