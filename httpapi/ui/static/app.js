@@ -96,6 +96,15 @@ function init() {
   for (const b of document.querySelectorAll('#nav button')) {
     b.addEventListener('click', () => show(b.dataset.view));
   }
+  // A #token= link opened in a tab that already shows the dashboard
+  // changes only the fragment: log in with it.
+  window.addEventListener('hashchange', () => {
+    if (location.hash.startsWith('#token=')) {
+      takeFragmentToken();
+      stopAll();
+      start();
+    }
+  });
   takeFragmentToken();
   if (session.token) start(); else showLogin('');
 }
