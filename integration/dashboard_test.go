@@ -71,7 +71,7 @@ func newBrowser(t *testing.T) *browser {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.WindowSize(1280, 820),
+		chromedp.WindowSize(1280, 960),
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), uiTestTimeout)
 	t.Cleanup(cancel)
@@ -174,6 +174,15 @@ func (b *browser) noProblems() {
 	b.problems = nil
 }
 
+func nodeDraining(v httpapi.ClusterView, id string) bool {
+	for _, n := range v.Nodes {
+		if n.ID == id {
+			return n.Draining
+		}
+	}
+	return false
+}
+
 // jsString is s as a JavaScript string literal.
 func jsString(s string) string {
 	q, _ := json.Marshal(s)
@@ -211,6 +220,15 @@ func TestDashboard(t *testing.T) {
 	}
 	b.wait("the leader named", `/leader: n[123]/.test(document.querySelector('#cluster-leader').textContent)`)
 	b.screenshot("cluster")
+	// Drain and undrain a node.
+	n3Row := `document.querySelector('#cluster-table tr[data-node="n3"]')`
+	b.run("drain n3", chromedp.Click(chromedp.CSS(`#cluster-table tr[data-node="n3"] button.drain`)))
+	b.wait("n3 draining", n3Row+`.querySelector('.draining').textContent.includes('yes')`)
+	if v, err := n1.view(); err != nil || !nodeDraining(v, "n3") {
+		t.Fatalf("after draining n3 in the dashboard: %v, %v; want n3 draining", clusterSummary(v), err)
+	}
+	b.run("undrain n3", chromedp.Click(chromedp.CSS(`#cluster-table tr[data-node="n3"] button.drain`)))
+	b.wait("n3 not draining", n3Row+`.querySelector('.draining').textContent.includes('no')`)
 
 	// Create a subscription through the form, for reseller r1 / a.example.
 	b.run("open the subscriptions",
@@ -267,6 +285,20 @@ func TestDashboard(t *testing.T) {
 	b.run("resume", chromedp.Click(chromedp.CSS("#a-resume")))
 	b.wait("the status no longer paused", `!`+rowA+`.querySelector('.status').textContent.includes('paused')`)
 
+	// Replay from a minute ago: the five events go out again.
+	b.run("replay from a minute ago", chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+		_, err := chromedp.Run(ctx, chromedp.Evaluate[any](`(() => {
+			const d = new Date(Date.now() - 60000 - new Date().getTimezoneOffset() * 60000);
+			document.querySelector('#a-replay-from').value = d.toISOString().slice(0, 19);
+			return true;
+		})()`))
+		return err
+	}), chromedp.Click(chromedp.CSS("#a-replay")))
+	b.wait("the replay confirmed", `document.querySelector('#a-result').textContent.includes('replaying from')`)
+	waitFor(t, func() (bool, string, string) {
+		return sink.events() >= 2*nEvents, fmt.Sprintf("at least %d events at the receiver", 2*nEvents), strconv.Itoa(sink.events())
+	}, uiStepTimeout)
+
 	// The live tail: a filter, then an ingested event appears.
 	b.run("open the tail", chromedp.Click(chromedp.CSS("#nav-tail")))
 	b.wait("the tail connected", `document.querySelector('#tail-state').textContent.includes('live')`)
@@ -297,6 +329,9 @@ func TestDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.run("log out", chromedp.Click(chromedp.CSS("#logout")), chromedp.WaitVisible(chromedp.CSS("#login-form")))
+	if left := eval[string](b, `document.querySelector('main').textContent`); strings.Contains(left, "whsec_") || strings.Contains(left, subA) {
+		t.Fatalf("after logging out the page still shows a secret or a subscription:\n%s", left)
+	}
 	b.run("log in with a domain token", chromedp.Navigate(ui+"#token="+tok.Token))
 	b.wait("the domain's subscriptions", rowA+` !== null && document.querySelector('#who').dataset.role === 'scoped'`)
 	type pageState struct {

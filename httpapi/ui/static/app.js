@@ -22,6 +22,10 @@ function showLogin(msg) {
   stopAll();
   session.token = '';
   state.isSuper = false;
+  // Nothing of the previous session stays on the page (a secret shown
+  // once, another scope's subscriptions, events).
+  for (const v of Object.values(views)) v.reset?.();
+  notice('');
   $('#nav').hidden = true;
   $('#logout').hidden = true;
   $('#who').textContent = '';

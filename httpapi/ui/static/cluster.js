@@ -3,6 +3,11 @@
 import { $, el, badge, yesNo, fmtTime, ago, notice } from './dom.js';
 import { api } from './api.js';
 
+export function reset() {
+  $('#cluster-table tbody').replaceChildren();
+  $('#cluster-leader').textContent = '';
+}
+
 export async function refresh() {
   const c = await api('GET', '/v1/cluster');
   $('#cluster-leader').textContent = c.leader ? `leader: ${c.leader}` : 'no leader';

@@ -22,7 +22,10 @@ export function init() {
     th.addEventListener('click', sort);
     th.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); sort(); } });
   }
-  $('#new-sub-toggle').addEventListener('click', () => { $('#new-sub').hidden = !$('#new-sub').hidden; });
+  $('#new-sub-toggle').addEventListener('click', () => {
+    $('#new-sub').hidden = !$('#new-sub').hidden;
+    $('#new-sub-result').textContent = '';
+  });
   $('#new-sub').addEventListener('submit', create);
   $('#d-close').addEventListener('click', () => select(''));
   $('#a-pause').addEventListener('click', () => act('pause'));
@@ -33,6 +36,18 @@ export function init() {
 }
 
 export function leave() {}
+
+export function reset() {
+  Object.assign(st, { list: [], selected: '', rotate: null });
+  $('#subs-table tbody').replaceChildren();
+  $('#sub-detail').hidden = true;
+  $('#new-sub').hidden = true;
+  $('#new-sub').reset();
+  for (const id of ['#new-sub-result', '#a-result', '#d-id', '#d-status', '#chart-summary', '#chart-node', '#subs-count']) $(id).textContent = '';
+  $('#chart').replaceChildren();
+  $('#f-text').value = '';
+  $('#f-status').value = '';
+}
 
 export async function refresh() {
   st.list = await api('GET', '/v1/subscriptions') || [];
@@ -195,6 +210,7 @@ async function create(ev) {
     const s = await api('POST', '/v1/subscriptions', body);
     out.textContent = `Created ${s.id}. Signing secret (shown once): ${s.secret}`;
     ev.target.reset();
+    ev.target.hidden = true;
     await refresh();
   } catch (e) {
     out.textContent = `Not created: ${e.message}`;

@@ -87,6 +87,16 @@ function add(ev) {
   while (body.rows.length > MAX_ROWS) body.deleteRow(-1);
 }
 
+export function reset() {
+  leave();
+  $('#tail-table tbody').replaceChildren();
+  $('#tail-filter').value = '';
+  st.filters = [];
+  st.paused = false;
+  $('#tail-pause').textContent = 'Pause';
+  setState('');
+}
+
 export function leave() {
   if (st.ws) {
     const ws = st.ws;
