@@ -274,6 +274,10 @@ func TestDashboard(t *testing.T) {
 	// The test action shows the receiver's answer.
 	b.run("send a test event", chromedp.Click(chromedp.CSS("#a-test")))
 	b.wait("the receiver's answer", `document.querySelector('#a-result').textContent.includes('receiver answered 200')`)
+	// Toggling the form twice clears the creation message (with the
+	// signing secret) before the screenshot.
+	b.run("clear the creation message", chromedp.Click(chromedp.CSS("#new-sub-toggle")), chromedp.Click(chromedp.CSS("#new-sub-toggle")))
+	b.wait("the creation message gone", `document.querySelector('#new-sub-result').textContent === '' && document.querySelector('#new-sub').hidden`)
 	b.screenshot("subscriptions")
 
 	// Pause: the status changes, in words.
