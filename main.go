@@ -297,10 +297,11 @@ func printDevBanner(w io.Writer, n *node.Node, cfg node.Config) {
   API:        %s/v1/subscriptions
   ingest:     %s/v1/events
   health:     %s/healthz   readiness: %s/readyz
+  dashboard:  %s/ui/
   root token: %s
 Try:  export HOOKSWITCH_TOKEN=%s
       hookswitch sub create --model call --post-url http://127.0.0.1:9000/hook
-`, version, n.ID(), cfg.DataDir, base, base, base, base, strings.TrimSpace(string(tok)), strings.TrimSpace(string(tok)))
+`, version, n.ID(), cfg.DataDir, base, base, base, base, base, strings.TrimSpace(string(tok)), strings.TrimSpace(string(tok)))
 }
 
 // ---- client commands ----
