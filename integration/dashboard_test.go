@@ -101,6 +101,29 @@ func newBrowser(t *testing.T) *browser {
 		}
 	}()
 	t.Cleanup(func() { cancelTab(); <-done })
+	// On failure, the page as it was and the screenshots so far are kept
+	// (the test's temp dir is removed when it ends).
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if png, err := chromedp.Run(sctx, chromedp.CaptureScreenshot()); err == nil {
+			_ = os.WriteFile(filepath.Join(b.dir, "dashboard-failure.png"), png, 0o644)
+		}
+		keep, err := os.MkdirTemp("", "hookswitch-dashboard-")
+		if err != nil {
+			return
+		}
+		entries, _ := os.ReadDir(b.dir)
+		for _, e := range entries {
+			if data, err := os.ReadFile(filepath.Join(b.dir, e.Name())); err == nil {
+				_ = os.WriteFile(filepath.Join(keep, e.Name()), data, 0o644)
+			}
+		}
+		t.Logf("screenshots kept in %s", keep)
+	})
 	return b
 }
 
