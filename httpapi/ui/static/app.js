@@ -82,7 +82,20 @@ function show(name) {
   const v = views[name];
   v.enter?.({ isSuper: state.isSuper });
   if (v.refresh) {
-    const tick = () => v.refresh().catch((e) => notice(e.message, true));
+    // One refresh at a time: a slow answer (a sender that is down makes
+    // the stats wait up to 3 s) skips ticks instead of piling requests up.
+    let busy = false;
+    const tick = async () => {
+      if (busy) return;
+      busy = true;
+      try {
+        await v.refresh();
+      } catch (e) {
+        notice(e.message, true);
+      } finally {
+        busy = false;
+      }
+    };
     tick();
     state.timer = setInterval(tick, REFRESH_MS);
   }

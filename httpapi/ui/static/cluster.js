@@ -3,13 +3,18 @@
 import { $, el, badge, yesNo, fmtTime, ago, notice } from './dom.js';
 import { api } from './api.js';
 
+let gen = 0; // changes on reset: an older session's answer is dropped
+
 export function reset() {
+  gen++;
   $('#cluster-table tbody').replaceChildren();
   $('#cluster-leader').textContent = '';
 }
 
 export async function refresh() {
+  const g = gen;
   const c = await api('GET', '/v1/cluster');
+  if (g !== gen) return;
   $('#cluster-leader').textContent = c.leader ? `leader: ${c.leader}` : 'no leader';
   const rows = (c.nodes || []).map((n) => el('tr', { data: { node: n.id } },
     el('td', {}, n.id),

@@ -4,7 +4,9 @@ import { $, el, badge, fmtTime, ago, notice } from './dom.js';
 import { api, probe } from './api.js';
 import { drawChart } from './chart.js';
 
-const st = { list: [], sortKey: 'id', sortDir: 1, selected: '', rotate: null };
+// gen changes on reset (log out): an answer to an older session's request
+// is dropped.
+const st = { list: [], sortKey: 'id', sortDir: 1, selected: '', rotate: null, gen: 0 };
 
 const scopeOf = (s) => `${s.reseller}/${s.domain}/${s.user}`;
 const numeric = new Set(['posts-count', 'error-count', 'events-count', 'dropped-count', 'lag']);
@@ -38,7 +40,7 @@ export function init() {
 export function leave() {}
 
 export function reset() {
-  Object.assign(st, { list: [], selected: '', rotate: null });
+  Object.assign(st, { list: [], selected: '', rotate: null, gen: st.gen + 1 });
   $('#subs-table tbody').replaceChildren();
   $('#sub-detail').hidden = true;
   $('#new-sub').hidden = true;
@@ -50,7 +52,10 @@ export function reset() {
 }
 
 export async function refresh() {
-  st.list = await api('GET', '/v1/subscriptions') || [];
+  const gen = st.gen;
+  const list = await api('GET', '/v1/subscriptions') || [];
+  if (gen !== st.gen) return;
+  st.list = list;
   const models = [...new Set(st.list.map((s) => s.model))].sort();
   const sel = $('#f-model');
   const cur = sel.value;
@@ -137,8 +142,9 @@ async function refreshDetail() {
   $('#a-pause').disabled = s.status === 'paused';
   $('#a-resume').disabled = s.status !== 'paused';
   try {
+    const gen = st.gen;
     const stats = await api('GET', `/v1/subscriptions/${encodeURIComponent(id)}/stats`);
-    if (st.selected !== id) return;
+    if (st.selected !== id || gen !== st.gen) return;
     $('#chart-node').textContent = `(counted by ${stats.node}${stats.note ? `; ${stats.note}` : ''})`;
     const d = stats.minutes.reduce((a, m) => a + m.delivered, 0);
     const f = stats.minutes.reduce((a, m) => a + m.failed, 0);
