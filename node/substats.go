@@ -39,10 +39,16 @@ func (n *Node) SubStats(ctx context.Context, sub *fsm.Subscription) httpapi.Stat
 			addr = nd.HTTPAddr
 		}
 	})
-	v, err := n.remoteSubStats(ctx, addr, sub.ID)
+	return n.ownerSubStats(ctx, sub.ID, owner, addr)
+}
+
+// ownerSubStats asks the owner at addr for its counts of sub id; if that
+// fails, it returns this node's own with a note.
+func (n *Node) ownerSubStats(ctx context.Context, id, owner, addr string) httpapi.StatsView {
+	v, err := n.remoteSubStats(ctx, addr, id)
 	if err != nil {
-		n.log.Warn("asking the owner for subscription statistics failed", "sub", sub.ID, "owner", owner, "err", err)
-		local := n.localSubStats(sub.ID)
+		n.log.Warn("asking the owner for subscription statistics failed", "sub", id, "owner", owner, "err", err)
+		local := n.localSubStats(id)
 		local.Note = "its sender " + owner + " could not be asked; these are this node's counts"
 		return local
 	}
