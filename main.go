@@ -323,11 +323,12 @@ func printDevBanner(w io.Writer, n *node.Node, cfg node.Config) {
   API:        %s/v1/subscriptions
   ingest:     %s/v1/events
   health:     %s/healthz   readiness: %s/readyz
+  dashboard:  %s/ui/
   root token: %s
   join token: %s   (another node joins with --join %s --join-token <it>)
 Try:  export HOOKSWITCH_TOKEN=%s
       hookswitch sub create --model call --post-url http://127.0.0.1:9000/hook
-`, version, n.ID(), cfg.DataDir, base, base, base, base, strings.TrimSpace(string(tok)), n.JoinToken(), n.HTTPAddr(), strings.TrimSpace(string(tok)))
+`, version, n.ID(), cfg.DataDir, base, base, base, base, base, strings.TrimSpace(string(tok)), n.JoinToken(), n.HTTPAddr(), strings.TrimSpace(string(tok)))
 }
 
 // ---- client commands ----

@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/hookswitch/hookswitch/fsm"
+	"github.com/hookswitch/hookswitch/httpapi/ui"
 )
 
 // Limits of the admin API.
@@ -96,6 +97,8 @@ type Config struct {
 	// IngestRate limits ingest requests per source address outside
 	// IngestAllow; the zero Rate does not limit.
 	IngestRate Rate
+	// SubStats serves GET /v1/subscriptions/{id}/stats (nil: 503).
+	SubStats SubStats
 }
 
 // Server is hookswitch's HTTP API on echo.
@@ -148,6 +151,7 @@ func New(cfg Config, b Backend, in Internal) *Server {
 	subs.GET("/:id/secret", s.getSecret, subMW...)
 	subs.POST("/:id/replay", s.replaySub, subMW...)
 	subs.POST("/:id/test", s.testSub, subMW...)
+	subs.GET("/:id/stats", s.subStats, subMW...)
 
 	superMW := slices.Concat(admin, []echo.MiddlewareFunc{s.require(isSuper)})
 	super := s.e.Group("/v1")
@@ -170,6 +174,7 @@ func New(cfg Config, b Backend, in Internal) *Server {
 
 	internal := s.e.Group("/internal/v1")
 	internal.POST("/apply", s.internalApply, s.authenticate, s.require(isNode))
+	ui.Register(s.e)
 	return s
 }
 

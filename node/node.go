@@ -22,6 +22,7 @@ import (
 
 	httpsource "github.com/hookswitch/hookswitch/dispatch/source/http"
 	"github.com/hookswitch/hookswitch/dispatch/source/peer"
+	"github.com/hookswitch/hookswitch/dispatch/stats"
 	"github.com/hookswitch/hookswitch/fsm"
 	"github.com/hookswitch/hookswitch/httpapi"
 	"github.com/hookswitch/hookswitch/node/tlsnet"
@@ -77,6 +78,7 @@ type Node struct {
 	forwarder *http.Client
 	nodeToken string
 	pipe      *pipeline
+	subStats  *stats.Minutes // per-minute delivery counts (substats.go)
 
 	// certs are tls-cert, tls-key and cluster-ca (nil without TLS),
 	// reloaded on SIGHUP.
@@ -165,6 +167,7 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	if n.nodeToken, err = readOrCreateSecret(filepath.Join(cfg.DataDir, NodeTokenFile)); err != nil {
 		return nil, err
 	}
+	n.subStats = stats.New(nil)
 	if n.pipe, err = newPipeline(n, version, logger); err != nil {
 		return nil, err
 	}
@@ -173,7 +176,7 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	}
 	n.api = httpapi.New(httpapi.Config{
 		Version: version, IngestAllow: cfg.IngestAllow, Logger: logger, Tester: n,
-		MutualTLS: certs.Mutual(), APIRate: cfg.APIRate, IngestRate: cfg.IngestRate,
+		MutualTLS: certs.Mutual(), APIRate: cfg.APIRate, IngestRate: cfg.IngestRate, SubStats: n,
 	}, n, n)
 	ingest := httpsource.New(httpsource.Options{Log: n.pipe.events, Authorize: n.api.AuthorizeIngest, Logger: logger})
 	n.api.Mount(http.MethodPost, "/v1/events", n.api.LimitIngest(ingest))
@@ -182,6 +185,7 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 		n.api.Mount(http.MethodGet, path, ws)
 	}
 	n.api.MountInternal(http.MethodGet, "/internal/v1/log", peer.Handler(n.pipe.events, logger))
+	n.api.MountInternal(http.MethodGet, subStatsPath, n.internalSubStats())
 	n.api.MountLocal(http.MethodGet, "/metrics", n.metricsHandler())
 	// Profiles, for the same callers as /metrics.
 	n.api.MountLocal(http.MethodGet, "/debug/pprof/*", http.HandlerFunc(pprof.Index))
