@@ -26,7 +26,9 @@ func Dialer(advertised string, timeout time.Duration) *net.Dialer {
 }
 
 // LocalIP returns the host of a host:port when it is a literal IP address
-// assigned to this machine (loopback included), else nil.
+// of this machine, else nil: an interface's address, or any loopback
+// address (on Linux the whole of 127.0.0.0/8 is local, so nodes may
+// advertise 127.0.0.11, 127.0.0.12 … on one machine).
 func LocalIP(hostport string) net.IP {
 	host, _, err := net.SplitHostPort(hostport)
 	if err != nil {
@@ -35,6 +37,9 @@ func LocalIP(hostport string) net.IP {
 	ip := net.ParseIP(host)
 	if ip == nil || ip.IsUnspecified() {
 		return nil
+	}
+	if ip.IsLoopback() {
+		return ip
 	}
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {

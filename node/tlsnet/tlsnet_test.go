@@ -208,7 +208,12 @@ func TestDialerLeavesFromAdvertisedAddress(t *testing.T) {
 			t.Errorf("%s: LocalAddr %v, want none", adv, d.LocalAddr)
 		}
 	}
-	// The connection really leaves from it.
+	// Any loopback address is local (nodes of one machine advertise
+	// 127.0.0.11, 127.0.0.12 …), and the connection really leaves from it.
+	d = tlsnet.Dialer("127.0.0.12:7481", time.Second)
+	if la, ok := d.LocalAddr.(*net.TCPAddr); !ok || !la.IP.Equal(net.IPv4(127, 0, 0, 12)) {
+		t.Fatalf("LocalAddr %v, want 127.0.0.12:0", d.LocalAddr)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -224,7 +229,7 @@ func TestDialerLeavesFromAdvertisedAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if h, _, _ := net.SplitHostPort(c.LocalAddr().String()); h != "127.0.0.1" {
+	if h, _, _ := net.SplitHostPort(c.LocalAddr().String()); h != "127.0.0.12" {
 		t.Fatalf("left from %s", c.LocalAddr())
 	}
 }
