@@ -42,9 +42,7 @@ var version = "dev"
 const (
 	defaultConfigFile = "/etc/hookswitch/hookswitch.toml"
 	defaultAddr       = "http://127.0.0.1:7480"
-	devHTTPAddr       = "127.0.0.1:7480"
-	devRaftAddr       = "127.0.0.1:7481"
-	envPrefix         = "HOOKSWITCH_"
+	envPrefix         = node.EnvPrefix
 )
 
 func main() {
@@ -85,40 +83,9 @@ func newAgentCmd() *cobra.Command {
 		Short: "Run a hookswitch node",
 		Args:  cobra.NoArgs,
 	}
-	d := node.Default()
 	f := cmd.Flags()
 	f.String("config", defaultConfigFile, "TOML config file (missing is fine unless set explicitly)")
-	f.Bool("dev", false, "single-node cluster on 127.0.0.1 with data in ./hookswitch-data; prints the root token")
-	f.String("node-id", "", "this node's id (default: hostname, persisted in <data-dir>/node-id)")
-	f.String("data-dir", d.DataDir, "data directory")
-	f.String("http-addr", d.HTTPAddr, "HTTP listen address (API, ingest, websocket, metrics)")
-	f.String("raft-addr", d.RaftAddr, "raft listen address")
-	f.String("advertise-http", "", "HTTP address other nodes use (default: http-addr)")
-	f.String("advertise-raft", "", "raft address other nodes use (default: raft-addr)")
-	f.Bool("bootstrap", false, "create a new cluster with this node as its first member")
-	f.String("join", "", "comma-separated HTTP addresses of cluster members to join")
-	f.Bool("witness", false, "vote in raft but never send subscriptions")
-	f.Duration("report-interval", d.ReportInterval, "node report period")
-	f.Duration("down-after", d.DownAfter, "no committed report for this long: node down")
-	f.Duration("stable-after", d.StableAfter, "continuously up this long: node stable")
-	f.Duration("lease", d.Lease, "stop sending when the last committed report is older (< down-after)")
-	f.Duration("raft-heartbeat-timeout", d.RaftHeartbeatTimeout, "raft heartbeat timeout")
-	f.Duration("raft-election-timeout", d.RaftElectionTimeout, "raft election timeout")
-	f.Duration("retention", d.Retention, "event log age limit")
-	f.String("retention-bytes", "2GiB", "event log size limit (bytes, or with KiB/MiB/GiB)")
-	f.Duration("suspend-after", d.SuspendAfter, "continuous failure for this long: suspended")
-	f.Duration("trim-interval", d.TrimInterval, "how often the local event log is trimmed")
-	f.String("ingest-allow", node.DefaultAllowLoopback, "CIDRs that may ingest without a token")
-	f.String("ws-allow", node.DefaultAllowLoopback, "CIDRs that may open a websocket")
-	f.String("post-url-deny", "", "extra CIDRs a post-url may not resolve to (link-local and metadata are always denied unless allowed)")
-	f.String("post-url-allow", "", "CIDRs a post-url may resolve to even if denied")
-	f.String("tls-cert", "", "TLS certificate for the HTTP API")
-	f.String("tls-key", "", "TLS key for the HTTP API")
-	f.String("cluster-ca", "", "CA for mutual TLS between nodes")
-	f.String("join-token", "", "the cluster's join token (default: <data-dir>/join-token; a bootstrapping node generates it there)")
-	f.Duration("read-timeout", d.ReadTimeout, "a request's headers and body must arrive within it")
-	f.String("api-rate", node.FormatRate(d.APIRate), "admin API requests per second per token[:burst] (super tokens are not limited; 0: off)")
-	f.String("ingest-rate", node.FormatRate(d.IngestRate), "ingest requests per second per source address[:burst] outside ingest-allow (0: off)")
+	addSettingFlags(f)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		// Only the agent's own flags are settings: the client flags of
 		// the root command are not read from env or file.
@@ -163,7 +130,7 @@ func applyEnvAndFile(fs *pflag.FlagSet) error {
 		if fl.Changed || fl.Name == "config" {
 			return
 		}
-		env := envPrefix + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		env := node.EnvName(fl.Name)
 		if v, ok := os.LookupEnv(env); ok {
 			if err := fl.Value.Set(v); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", env, err))
@@ -189,51 +156,43 @@ func applyEnvAndFile(fs *pflag.FlagSet) error {
 	return errors.Join(errs...)
 }
 
+// addSettingFlags makes a flag of every setting in node.Settings.
+func addSettingFlags(f *pflag.FlagSet) {
+	for _, s := range node.Settings {
+		fl := f.VarPF(&settingValue{s: s, val: s.Default()}, s.Name, "", s.Help)
+		if s.Type == "bool" {
+			fl.NoOptDefVal = "true"
+		}
+	}
+}
+
+// settingValue is a setting's flag: it keeps the text and checks it with
+// the setting's parser, so a bad value from a flag, the environment or
+// the file is refused where it is set.
+type settingValue struct {
+	s   node.Setting
+	val string
+}
+
+func (v *settingValue) String() string { return v.val }
+func (v *settingValue) Type() string   { return v.s.Type }
+func (v *settingValue) Set(x string) error {
+	var scratch node.Config
+	if err := v.s.Set(&scratch, x); err != nil {
+		return err
+	}
+	v.val = x
+	return nil
+}
+
+// agentConfig is node.Default() with every setting's flag applied.
 func agentConfig(fs *pflag.FlagSet) (node.Config, error) {
 	cfg := node.Default()
-	str := func(name string) string { v, _ := fs.GetString(name); return v }
-	dur := func(name string) time.Duration { v, _ := fs.GetDuration(name); return v }
-	boolean := func(name string) bool { v, _ := fs.GetBool(name); return v }
-	cfg.Dev = boolean("dev")
-	cfg.NodeID = str("node-id")
-	cfg.DataDir = str("data-dir")
-	cfg.HTTPAddr = str("http-addr")
-	cfg.RaftAddr = str("raft-addr")
-	cfg.AdvertiseHTTP = str("advertise-http")
-	cfg.AdvertiseRaft = str("advertise-raft")
-	cfg.Bootstrap = boolean("bootstrap")
-	if j := str("join"); j != "" {
-		cfg.Join = strings.Split(j, ",")
-	}
-	cfg.Witness = boolean("witness")
-	cfg.ReportInterval = dur("report-interval")
-	cfg.DownAfter = dur("down-after")
-	cfg.StableAfter = dur("stable-after")
-	cfg.Lease = dur("lease")
-	cfg.RaftHeartbeatTimeout = dur("raft-heartbeat-timeout")
-	cfg.RaftElectionTimeout = dur("raft-election-timeout")
-	cfg.Retention = dur("retention")
-	cfg.SuspendAfter = dur("suspend-after")
-	cfg.TrimInterval = dur("trim-interval")
-	cfg.TLSCert, cfg.TLSKey = str("tls-cert"), str("tls-key")
-	cfg.ClusterCA, cfg.JoinToken = str("cluster-ca"), str("join-token")
-	cfg.ReadTimeout = dur("read-timeout")
-	var err error
-	if cfg.APIRate, err = node.ParseRate(str("api-rate")); err != nil {
-		return cfg, fmt.Errorf("api-rate: %w", err)
-	}
-	if cfg.IngestRate, err = node.ParseRate(str("ingest-rate")); err != nil {
-		return cfg, fmt.Errorf("ingest-rate: %w", err)
-	}
-	if cfg.RetentionBytes, err = parseBytes(str("retention-bytes")); err != nil {
-		return cfg, fmt.Errorf("retention-bytes: %w", err)
-	}
-	for _, c := range []struct {
-		name string
-		dst  *[]*net.IPNet
-	}{{"ingest-allow", &cfg.IngestAllow}, {"ws-allow", &cfg.WSAllow}, {"post-url-deny", &cfg.PostURLDeny}, {"post-url-allow", &cfg.PostURLAllow}} {
-		if *c.dst, err = node.ParseCIDRs(str(c.name)); err != nil {
-			return cfg, fmt.Errorf("%s: %w", c.name, err)
+	for _, s := range node.Settings {
+		if fl := fs.Lookup(s.Name); fl != nil && fl.Changed {
+			if err := s.Set(&cfg, fl.Value.String()); err != nil {
+				return cfg, fmt.Errorf("%s: %w", s.Name, err)
+			}
 		}
 	}
 	if cfg.Dev {
@@ -243,10 +202,10 @@ func agentConfig(fs *pflag.FlagSet) (node.Config, error) {
 			cfg.DataDir = node.DefaultDevDataDir
 		}
 		if !fs.Changed("http-addr") {
-			cfg.HTTPAddr = devHTTPAddr
+			cfg.HTTPAddr = node.DevHTTPAddr
 		}
 		if !fs.Changed("raft-addr") {
-			cfg.RaftAddr = devRaftAddr
+			cfg.RaftAddr = node.DevRaftAddr
 		}
 		if !fs.Changed("stable-after") {
 			cfg.StableAfter = 0
@@ -256,26 +215,6 @@ func agentConfig(fs *pflag.FlagSet) (node.Config, error) {
 		}
 	}
 	return cfg, nil
-}
-
-// parseBytes reads "2147483648", "512MiB", "2GiB", "64KiB".
-func parseBytes(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}} {
-		if n, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, mult = strings.TrimSpace(n), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%q is not a byte size like 2GiB", s)
-	}
-	return n * mult, nil
 }
 
 func runAgent(cmd *cobra.Command, cfg node.Config) error {

@@ -1,0 +1,117 @@
+package node
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+)
+
+var updateDoc = flag.Bool("update", false, "rewrite docs/configuration.md's settings tables")
+
+//go:generate go test -run ^TestSettingsDoc$ . -args -update
+
+// TestSettingsDoc fails when docs/configuration.md's settings tables do
+// not match Settings; `go generate ./node` rewrites them.
+func TestSettingsDoc(t *testing.T) {
+	path := filepath.Join("..", "docs", "configuration.md")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, changed, err := UpdateSettingsDoc(string(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !changed {
+		return
+	}
+	if *updateDoc {
+		if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("rewrote %s", path)
+		return
+	}
+	t.Fatalf("%s is stale: its settings tables do not match node.Settings; run `go generate ./node` and commit the result", path)
+}
+
+func TestSettingsTable(t *testing.T) {
+	seen := map[string]bool{}
+	for _, s := range Settings {
+		if seen[s.Name] {
+			t.Errorf("setting %q twice", s.Name)
+		}
+		seen[s.Name] = true
+		if !slices.Contains(SettingGroups, s.Group) {
+			t.Errorf("%s: group %q is not in SettingGroups", s.Name, s.Group)
+		}
+		if s.Help == "" || s.Set == nil || s.Get == nil || s.Type == "" {
+			t.Errorf("%s: incomplete row %+v", s.Name, s)
+		}
+		// The default reads back as itself: Get and Set agree.
+		c := Config{}
+		if err := s.Set(&c, s.Default()); err != nil {
+			t.Errorf("%s: default %q does not parse: %v", s.Name, s.Default(), err)
+		} else if got := s.Get(&c); got != s.Default() {
+			t.Errorf("%s: default %q reads back as %q", s.Name, s.Default(), got)
+		}
+	}
+}
+
+func TestSettingsDefaultsFromConstants(t *testing.T) {
+	for name, want := range map[string]string{
+		"retention-bytes": "2GiB", "retention": "72h", "stable-after": "1m", "report-interval": "1s",
+		"ingest-allow": DefaultAllowLoopback, "api-rate": "50:200", "ingest-rate": "5000:10000",
+		"data-dir": DefaultDataDir, "http-addr": DefaultHTTPAddr, "read-timeout": "10s", "join": "", "bootstrap": "false",
+	} {
+		s, ok := LookupSetting(name)
+		if !ok {
+			t.Fatalf("no setting %q", name)
+		}
+		if got := s.Default(); got != want {
+			t.Errorf("%s: default %q, want %q", name, got, want)
+		}
+	}
+	if s, _ := LookupSetting("lease"); s.EnvName() != "HOOKSWITCH_LEASE" {
+		t.Errorf("env name %q", s.EnvName())
+	}
+	if s, _ := LookupSetting("raft-heartbeat-timeout"); s.EnvName() != "HOOKSWITCH_RAFT_HEARTBEAT_TIMEOUT" {
+		t.Errorf("env name %q", s.EnvName())
+	}
+}
+
+func TestSettingValues(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		ok       bool
+		check    func(c Config) bool
+	}{
+		{"retention-bytes", "512MiB", true, func(c Config) bool { return c.RetentionBytes == 512<<20 }},
+		{"retention-bytes", "12", true, func(c Config) bool { return c.RetentionBytes == 12 }},
+		{"retention-bytes", "2GB", false, nil},
+		{"retention-bytes", "99999999999TiB", false, nil},
+		{"lease", "2s", true, func(c Config) bool { return c.Lease == 2*time.Second }},
+		{"lease", "2", false, nil},
+		{"bootstrap", "true", true, func(c Config) bool { return c.Bootstrap }},
+		{"bootstrap", "yes", false, nil},
+		{"join", "a:1, b:2,", true, func(c Config) bool { return slices.Equal(c.Join, []string{"a:1", "b:2"}) }},
+		{"ws-allow", "10.0.0.0/8,192.0.2.1", true, func(c Config) bool { return FormatCIDRs(c.WSAllow) == "10.0.0.0/8,192.0.2.1" }},
+		{"ws-allow", "10.0.0.0/33", false, nil},
+		{"api-rate", "0", true, func(c Config) bool { return !c.APIRate.Enabled() }},
+		{"api-rate", "x", false, nil},
+	} {
+		s, _ := LookupSetting(tc.name)
+		c := Default()
+		err := s.Set(&c, tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s=%q: err %v, want ok=%v", tc.name, tc.in, err, tc.ok)
+			continue
+		}
+		if tc.ok && !tc.check(c) {
+			t.Errorf("%s=%q: got %q", tc.name, tc.in, s.Get(&c))
+		}
+	}
+}
