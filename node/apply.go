@@ -24,6 +24,10 @@ var errRetry = errors.New("retry")
 // ErrStopped is returned by Apply once the node is shutting down.
 var ErrStopped = errors.New("node is stopping")
 
+// ErrNoCluster: a node with no raft state was started with neither
+// bootstrap nor join, so it could never become a member.
+var ErrNoCluster = errors.New("neither --bootstrap nor --join is set")
+
 // Apply implements httpapi.Backend: the command is committed through raft,
 // on this node when it leads, else forwarded to the leader. It waits through
 // elections until ctx ends.

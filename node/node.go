@@ -263,7 +263,7 @@ func (n *Node) startRaft() error {
 	// enqueued just before shutdown is never answered and its caller
 	// hangs; writes here are few (reports, API changes) and need no
 	// batching.
-	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr})
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr, Exclude: quietFirstElection})
 
 	// With a concrete listen host and no advertise setting, the transport
 	// advertises what it bound (this also resolves port 0 in tests).
@@ -298,6 +298,14 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		n.transport.Close()
 		return fmt.Errorf("node: raft state: %w", err)
+	}
+	if !hasState && !n.cfg.Bootstrap && len(n.cfg.Join) == 0 {
+		n.transport.Close()
+		return fmt.Errorf("%w: %s holds no cluster yet. Run one of:\n"+
+			"  hookswitch agent --bootstrap ...                         the first node of a new cluster\n"+
+			"  hookswitch agent --join HTTP_ADDR --join-token TOKEN ...  a node joining a cluster (TOKEN: the first node's <data-dir>/%s)\n"+
+			"  hookswitch agent --dev                                   a single node to try hookswitch out",
+			ErrNoCluster, n.cfg.DataDir, JoinTokenFile)
 	}
 	n.raft, err = raft.NewRaft(rc, n.fsm, rs.Bolt, rs.Bolt, rs.Snapshots, n.transport)
 	if err != nil {
@@ -568,4 +576,20 @@ func (n *Node) voters() int {
 		}
 	}
 	return c
+}
+
+// quietFirstElection drops raft's warning that it starts an election when
+// no leader was ever seen since start (a fresh bootstrap, or a cluster's
+// first election after it restarts): that is how every cluster begins,
+// not a fault. A lost leader (a known last-leader-id) still warns.
+func quietFirstElection(_ hclog.Level, msg string, args ...any) bool {
+	if msg != "heartbeat timeout reached, starting election" {
+		return false
+	}
+	for i := 0; i+1 < len(args); i += 2 {
+		if k, _ := args[i].(string); k == "last-leader-id" {
+			return fmt.Sprint(args[i+1]) == ""
+		}
+	}
+	return false
 }

@@ -193,7 +193,14 @@ func (p *pipeline) leaseRenewed() <-chan struct{} {
 // wanted returns what this node sends now and how long its lease lasts.
 func (p *pipeline) wanted() ([]engine.Sub, time.Duration) {
 	now := time.Now()
-	left := p.n.cfg.Lease - now.Sub(time.Unix(0, p.leaseFrom.Load()))
+	from := p.leaseFrom.Load()
+	if from == 0 {
+		// No report has committed since start: the node has not had a
+		// lease yet, which is no lapse to warn about.
+		p.fenced.Store(true)
+		return nil, 0
+	}
+	left := p.n.cfg.Lease - now.Sub(time.Unix(0, from))
 	if left <= 0 {
 		if !p.fenced.Swap(true) {
 			p.log.Warn("lease expired: not sending until a report commits", "lease", p.n.cfg.Lease)
@@ -274,6 +281,14 @@ func (p *pipeline) reportLoop(ctx context.Context) {
 		case <-t.C:
 			rctx, cancel := context.WithTimeout(ctx, p.n.cfg.ReportInterval*4)
 			if err := p.report(rctx); err != nil && ctx.Err() == nil {
+				if errors.Is(err, fsm.ErrNotFound) && !p.registered() {
+					// Before this node's registration commits (just
+					// after a bootstrap or a join), a report has nothing
+					// to attach to: no fault, it is sent again.
+					p.log.Debug("node report before registration; it will be sent again")
+					cancel()
+					continue
+				}
 				p.log.Warn("node report not committed; it will be sent again", "err", err)
 			}
 			cancel()
@@ -505,4 +520,10 @@ func (n *Node) TestDelivery(ctx context.Context, sub *fsm.Subscription) httpapi.
 func jsonString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// registered tells whether this node's registration has applied here.
+func (p *pipeline) registered() (ok bool) {
+	p.n.fsm.Read(func(st *fsm.State) { _, ok = st.Nodes[p.n.id] })
+	return ok
 }
