@@ -25,7 +25,6 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
-	"github.com/coder/websocket"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -727,11 +726,6 @@ func newTailCmd(cf *clientFlags) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			var fl []match.Filter
-			for _, m := range models {
-				if m = strings.TrimSpace(m); m != "" {
-					fl = append(fl, match.Filter{Property: "model", Value: m})
-				}
-			}
 			for _, kv := range filters {
 				prop, val, ok := strings.Cut(kv, "=")
 				if !ok || strings.TrimSpace(prop) == "" {
@@ -739,111 +733,24 @@ func newTailCmd(cf *clientFlags) *cobra.Command {
 				}
 				fl = append(fl, match.Filter{Property: strings.TrimSpace(prop), Value: val})
 			}
-			fs, err := match.NewFilterSet(fl)
-			if err != nil {
-				return err
-			}
-			addr, token := cf.target()
-			u, err := url.Parse(strings.TrimRight(addr, "/") + httpapi.WSPath)
-			if err != nil {
-				return fmt.Errorf("--addr %q: %w", addr, err)
-			}
-			q := u.Query()
-			if len(models) > 0 {
-				q.Set("model", strings.Join(models, ","))
-			}
 			if d, err := time.ParseDuration(since); err == nil && d > 0 {
 				// A duration ago, like replay's --from.
 				since = time.Now().Add(-d).UTC().Format(time.RFC3339)
 			}
-			if since != "" {
-				q.Set("since", since)
-			}
-			u.RawQuery = q.Encode()
 			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			hdr := http.Header{}
-			if token != "" {
-				hdr.Set("Authorization", "Bearer "+token)
-			}
-			if u.Scheme == "https" {
-				u.Scheme = "wss"
-			} else if u.Scheme == "http" {
-				u.Scheme = "ws"
-			}
-			dopts := &websocket.DialOptions{HTTPHeader: hdr}
-			tc, err := cf.tlsConfig()
-			if err != nil {
-				return err
-			}
-			if tc != nil {
-				t := http.DefaultTransport.(*http.Transport).Clone()
-				t.TLSClientConfig = tc
-				dopts.HTTPClient = &http.Client{Transport: t}
-			}
-			conn, resp, err := websocket.Dial(ctx, u.String(), dopts)
-			if err != nil {
-				if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-					var e struct {
-						Error string `json:"error"`
-					}
-					if resp.Body != nil {
-						_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e)
-					}
-					return fmt.Errorf("%s: %s %s", u.Redacted(), resp.Status, e.Error)
-				}
-				return err
-			}
-			defer conn.CloseNow()
-			conn.SetReadLimit(1 << 20)
-			const corr = "hookswitch-tail"
-			if len(fl) > 0 {
-				msg, _ := json.Marshal(map[string]any{"type": "filter", "correlationId": corr, "filters": fl})
-				if err := conn.Write(ctx, websocket.MessageText, msg); err != nil {
-					return err
-				}
-			}
 			out := c.OutOrStdout()
-			for {
-				_, data, err := conn.Read(ctx)
-				if err != nil {
-					if ctx.Err() != nil {
-						_ = conn.Close(websocket.StatusNormalClosure, "")
-						return nil
-					}
-					if code := websocket.CloseStatus(err); code != -1 {
-						var ce websocket.CloseError
-						errors.As(err, &ce)
-						return fmt.Errorf("the node closed the stream: %d %s", int(code), ce.Reason)
-					}
-					return err
-				}
-				dec := json.NewDecoder(bytes.NewReader(data))
-				dec.UseNumber()
-				var obj map[string]any
-				if dec.Decode(&obj) != nil {
-					continue
-				}
-				if _, isEvent := obj["event-id"]; !isEvent {
-					if obj["correlationId"] == corr && obj["type"] == "error" {
-						return fmt.Errorf("the node refused the filters: %v", obj["error"])
-					}
-					continue // our success reply, or something newer than this client
-				}
-				if !fs.Match(obj) {
-					continue
-				}
-				line := data
+			return cf.client().Tail(ctx, client.StreamOptions{Models: models, Filters: fl, Since: since}, func(ev json.RawMessage) error {
+				line := []byte(ev)
 				if pretty {
 					var ind bytes.Buffer
-					if json.Indent(&ind, data, "", "  ") == nil {
+					if json.Indent(&ind, ev, "", "  ") == nil {
 						line = ind.Bytes()
 					}
 				}
-				if _, err := out.Write(append(line, '\n')); err != nil {
-					return err
-				}
-			}
+				_, err := out.Write(append(line, '\n'))
+				return err
+			})
 		},
 	}
 	f := cmd.Flags()
