@@ -18,6 +18,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -460,9 +462,10 @@ func newSubCmd(cf *clientFlags) *cobra.Command {
 			return err
 		}
 		return cf.output(c, subs, func(w *tabwriter.Writer) {
-			fmt.Fprintln(w, "ID\tMODEL\tDOMAIN\tUSER\tPOST-URL\tSTATUS\tSERVER\tPOSTS\tERRORS")
+			fmt.Fprintln(w, "ID\tMODEL\tRESELLER\tDOMAIN\tUSER\tPOST-URL\tSTATUS\tSERVER\tPOSTS\tERRORS\tLAG")
 			for _, s := range subs {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.ID, s.Model, s.Domain, s.User, s.PostURL, s.Status, s.CurrentActiveServer, s.PostsCount, s.ErrorCount)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", s.ID, s.Model, s.Reseller, s.Domain, s.User, s.PostURL, s.Status,
+					s.CurrentActiveServer, s.PostsCount, s.ErrorCount, s.Lag)
 			}
 		})
 	}
@@ -631,14 +634,46 @@ func newStatusCmd(cf *clientFlags) *cobra.Command {
 				status[s.Status]++
 			}
 			out := map[string]any{"ready": ready, "leader": view.Leader, "nodes": view.Nodes, "subscriptions": len(subs), "by-status": status}
-			return cf.output(c, out, func(w *tabwriter.Writer) {
-				fmt.Fprintf(w, "this node:\t%s\nleader:\t%s\nsubscriptions:\t%d %v\n\n", ready, view.Leader, len(subs), status)
-				fmt.Fprintln(w, "NODE\tHTTP\tRAFT\tROLE\tSUFFRAGE\tHEALTH\tSUBS")
-				for _, nd := range view.Nodes {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", nd.ID, nd.HTTPAddr, nd.RaftAddr, nd.RaftRole, nd.Suffrage, nd.Health, nd.ActiveSub)
-				}
-			})
+			return cf.output(c, out, func(w *tabwriter.Writer) { statusTables(w, cf.target0(), ready, view, status, len(subs)) })
 		}}
+}
+
+// statusOrder lists subscription statuses in the order status prints them;
+// others follow alphabetically.
+var statusOrder = []string{"pending", "active", "error", "waiting", "paused", "suspended"}
+
+// statusTables is `hookswitch status` as tables: the node asked, the
+// subscriptions by status, the members.
+func statusTables(w io.Writer, addr, ready string, view httpapi.ClusterView, byStatus map[string]int, total int) {
+	up := 0
+	for _, nd := range view.Nodes {
+		if nd.Health == "up" {
+			up++
+		}
+	}
+	leader := view.Leader
+	if leader == "" {
+		leader = "(none)"
+	}
+	fmt.Fprintf(w, "NODE ASKED\tLEADER\tMEMBERS\tUP\n%s (%s)\t%s\t%d\t%d\n\n", addr, ready, leader, len(view.Nodes), up)
+	fmt.Fprintln(w, "SUBSCRIPTIONS\tCOUNT")
+	var names []string
+	for st := range byStatus {
+		if !slices.Contains(statusOrder, st) {
+			names = append(names, st)
+		}
+	}
+	sort.Strings(names)
+	for _, st := range append(slices.Clone(statusOrder), names...) {
+		if n, ok := byStatus[st]; ok {
+			fmt.Fprintf(w, "%s\t%d\n", st, n)
+		}
+	}
+	fmt.Fprintf(w, "total\t%d\n\n", total)
+	fmt.Fprintln(w, "NODE\tHTTP\tRAFT\tROLE\tSUFFRAGE\tHEALTH\tDRAINING\tSUBS")
+	for _, nd := range view.Nodes {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%v\t%d\n", nd.ID, nd.HTTPAddr, nd.RaftAddr, nd.RaftRole, nd.Suffrage, nd.Health, nd.Draining, nd.ActiveSub)
+	}
 }
 
 // ---- cluster commands ----

@@ -1,0 +1,86 @@
+package integration
+
+import (
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/hookswitch/hookswitch/httpapi"
+)
+
+// TestCLITables: `status` prints tables (the node asked, subscriptions by
+// status with a total, the members) and `sub list` shows each
+// subscription's reseller; an agent on an empty data dir with neither
+// --bootstrap nor --join exits non-zero and says what to run.
+func TestCLITables(t *testing.T) {
+	a := startDevAgent(t)
+	var ids []string
+	for i, reseller := range []string{"acme", "globex", "globex"} {
+		var v httpapi.SubView
+		decodeJSON(t, "sub create", a.MustCLI("sub", "create", "--model", "call", "--reseller", reseller,
+			"--post-url", fmt.Sprintf("http://127.0.0.1:9/hook%d", i), "--json"), &v)
+		ids = append(ids, v.ID)
+	}
+	a.MustCLI("sub", "pause", ids[0])
+	a.MustCLI("sub", "pause", ids[1])
+
+	// sub list: a RESELLER column, and each row's reseller under it.
+	list := a.MustCLI("sub", "list")
+	lines := strings.Split(strings.TrimRight(list, "\n"), "\n")
+	header := strings.Fields(lines[0])
+	col := -1
+	for i, h := range header {
+		if h == "RESELLER" {
+			col = i
+		}
+	}
+	if col < 0 || len(lines) != 4 {
+		t.Fatalf("sub list: want a RESELLER column and 3 rows:\n%s", list)
+	}
+	want := map[string]string{ids[0]: "acme", ids[1]: "globex", ids[2]: "globex"}
+	for _, l := range lines[1:] {
+		f := strings.Fields(l)
+		if len(f) != len(header) || want[f[0]] != f[col] {
+			t.Errorf("sub list row %q: want %d columns and reseller %q", l, len(header), want[f[0]])
+		}
+	}
+
+	// status: no Go map printed; a subscriptions table with a row per
+	// status and a total; the node table.
+	st := a.MustCLI("status")
+	if strings.Contains(st, "map[") {
+		t.Errorf("status prints a Go map:\n%s", st)
+	}
+	for _, re := range []string{
+		`(?m)^NODE ASKED\s+LEADER\s+MEMBERS\s+UP$`,
+		`(?m)^\S+ \(ready\)\s+\S+\s+1\s+1$`,
+		`(?m)^SUBSCRIPTIONS\s+COUNT$`,
+		`(?m)^paused\s+2$`,
+		`(?m)^total\s+3$`,
+		`(?m)^NODE\s+HTTP\s+RAFT\s+ROLE\s+SUFFRAGE\s+HEALTH\s+DRAINING\s+SUBS$`,
+		`(?m)^\S+\s+` + regexp.QuoteMeta(a.HTTPAddr) + `\s+` + regexp.QuoteMeta(a.RaftAddr) + `\s+leader\s+voter\s+up\s+false\s+\d+$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(st) {
+			t.Errorf("status output does not match %s:\n%s", re, st)
+		}
+	}
+	// The third subscription is pending or active (no receiver at :9):
+	// either way a row of its own, and the rows add up to the total.
+	if !regexp.MustCompile(`(?m)^(pending|active|error)\s+1$`).MatchString(st) {
+		t.Errorf("status: want the unpaused subscription in a row of its own:\n%s", st)
+	}
+
+	// An agent with an empty data dir and neither --bootstrap nor --join.
+	empty := filepath.Join(t.TempDir(), "data")
+	r := a.RunCLI("agent", "--config", "/dev/null", "--data-dir", empty, "--http-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0")
+	if r.ExitCode == 0 {
+		t.Fatalf("agent without --bootstrap or --join on an empty data dir exited 0; stderr:\n%s", r.Stderr)
+	}
+	for _, w := range []string{"neither --bootstrap nor --join", "hookswitch agent --bootstrap", "hookswitch agent --join HTTP_ADDR --join-token", "hookswitch agent --dev"} {
+		if !strings.Contains(r.Stderr, w) {
+			t.Errorf("agent without --bootstrap or --join: stderr lacks %q:\n%s", w, r.Stderr)
+		}
+	}
+}
