@@ -536,15 +536,81 @@ func newSubCmd(cf *clientFlags) *cobra.Command {
 			}
 			from = time.Now().Add(-d)
 		}
-		v, err := cf.client().ReplaySub(c.Context(), args[0], from)
+		cl := cf.client()
+		v, err := cl.ReplaySub(c.Context(), args[0], from)
 		if err != nil {
 			return err
 		}
-		return cf.output(c, v, func(w *tabwriter.Writer) { subDetail(w, v) })
+		if err := cf.output(c, v, func(w *tabwriter.Writer) { subDetail(w, v) }); err != nil {
+			return err
+		}
+		if wait, _ := c.Flags().GetBool("wait"); !wait || cf.json {
+			return nil
+		}
+		ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return followReplay(ctx, cl, v, c.ErrOrStderr(), replayPoll)
 	}
+	replay.Flags().Bool("wait", true, "show the replay's progress until the subscription has caught up (Ctrl-C stops watching, not the replay)")
 
 	cmd.AddCommand(create, list, get, update, del, pauser("pause", true), pauser("resume", false), secret, test, replay)
 	return cmd
+}
+
+// replayPoll is how often followReplay reads the subscription.
+const replayPoll = time.Second
+
+// followReplay prints a replay's progress on w, one line per change of the
+// subscription's lag or posts, until it has caught up (lag 0 after the
+// node has reported on it since the replay), stops delivering (paused,
+// suspended), or ctx ends.
+func followReplay(ctx context.Context, cl *client.Client, start httpapi.SubView, w io.Writer, poll time.Duration) error {
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	last := ""
+	zeroes := 0
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(w, "stopped watching; the replay goes on in the cluster (hookswitch sub get", start.ID+")")
+			return nil
+		case <-t.C:
+		}
+		v, err := cl.GetSub(ctx, start.ID)
+		if err != nil {
+			if ctx.Err() != nil {
+				continue
+			}
+			return err
+		}
+		posted := v.EventsCount - min(v.EventsCount, start.EventsCount)
+		line := fmt.Sprintf("replay %s: %d events behind, %d delivered again, status %s", v.ID, v.Lag, posted, v.Status)
+		if v.LastError != "" && v.Status == "error" {
+			line += " (" + v.LastError + ")"
+		}
+		if line != last {
+			fmt.Fprintln(w, line)
+			last = line
+		}
+		switch {
+		case v.Status == "paused" || v.Status == "suspended":
+			fmt.Fprintf(w, "the subscription is %s: the replay continues when it delivers again\n", v.Status)
+			return nil
+		case v.Lag == 0 && posted > 0:
+			fmt.Fprintln(w, "caught up")
+			return nil
+		case v.Lag == 0:
+			// Nothing delivered yet and no lag: either nothing to replay,
+			// or the owner has not reported since the replay. Three
+			// quiet reads in a row settle it.
+			if zeroes++; zeroes >= 3 {
+				fmt.Fprintln(w, "caught up")
+				return nil
+			}
+		default:
+			zeroes = 0
+		}
+	}
 }
 
 func subDetail(w io.Writer, v httpapi.SubView) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,6 +41,7 @@ func (n *Node) joinLoop() {
 		if err == nil {
 			n.log.Info("joined the cluster", "via", member)
 			n.keepJoinToken()
+			n.logCatchUp()
 			return
 		}
 		n.log.Warn("join attempt failed; retrying", "member", member, "err", err, "in", backoff)
@@ -267,3 +269,36 @@ func (n *Node) owned() int {
 
 // Left is closed when this node has left the cluster and should stop.
 func (n *Node) Left() <-chan struct{} { return n.left }
+
+// catchUpLogEvery is how often a joined node logs its catch-up progress.
+const catchUpLogEvery = 2 * time.Second
+
+// logCatchUp logs a joined node's progress through the cluster's raft log
+// (a snapshot, then entries) until it has applied what it knows to be
+// committed and its own registration, or the node stops.
+func (n *Node) logCatchUp() {
+	t := time.NewTicker(catchUpLogEvery)
+	defer t.Stop()
+	started := time.Now()
+	for first := true; ; first = false {
+		applied := n.raft.AppliedIndex()
+		commit, _ := strconv.ParseUint(n.raft.Stats()["commit_index"], 10, 64)
+		var registered bool
+		n.fsm.Read(func(st *fsm.State) { _, registered = st.Nodes[n.id] })
+		if commit > 0 && applied >= commit && registered {
+			n.log.Info("caught up with the cluster", "applied-index", applied, "took", time.Since(started).Round(time.Millisecond))
+			return
+		}
+		if first {
+			n.log.Info("catching up with the cluster", "applied-index", applied, "commit-index", commit)
+		} else {
+			n.log.Info("still catching up with the cluster", "applied-index", applied, "commit-index", commit,
+				"for", time.Since(started).Round(time.Second))
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

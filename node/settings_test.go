@@ -1,10 +1,14 @@
 package node
 
 import (
+	"errors"
 	"flag"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -112,6 +116,52 @@ func TestSettingValues(t *testing.T) {
 		}
 		if tc.ok && !tc.check(c) {
 			t.Errorf("%s=%q: got %q", tc.name, tc.in, s.Get(&c))
+		}
+	}
+}
+
+// TestUpdateSettingsDoc: a doc whose block differs from the table is
+// rewritten (and reported changed); a doc without a group's block is an
+// error naming the group.
+func TestUpdateSettingsDoc(t *testing.T) {
+	var doc string
+	for _, g := range SettingGroups {
+		doc += "## " + g + "\n" + SettingsDocBegin + `"` + g + `"` + SettingsDocMarkerEnd + "\n| stale |\n" + SettingsDocEnd + "\nprose stays\n"
+	}
+	out, changed, err := UpdateSettingsDoc(doc)
+	if err != nil || !changed {
+		t.Fatalf("changed %v, err %v", changed, err)
+	}
+	if again, changed, err := UpdateSettingsDoc(out); err != nil || changed || again != out {
+		t.Fatalf("a fresh doc: changed %v, err %v", changed, err)
+	}
+	for _, want := range []string{"| `retention-bytes` | `2GiB` |", "prose stays", "| `stable-after` | `1m` (dev: `0s`) |"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("rewritten doc lacks %q", want)
+		}
+	}
+	if strings.Contains(out, "| stale |") {
+		t.Errorf("stale row kept")
+	}
+	if _, _, err := UpdateSettingsDoc("no blocks"); !errors.Is(err, ErrStaleDoc) || !strings.Contains(err.Error(), SettingGroups[0]) {
+		t.Fatalf("doc without blocks: %v", err)
+	}
+}
+
+// TestStartWithoutBootstrapOrJoin: a node with an empty data dir and
+// neither bootstrap nor join does not start; the error says what to run
+// and leaves the listen addresses free.
+func TestStartWithoutBootstrapOrJoin(t *testing.T) {
+	cfg := Default()
+	cfg.DataDir = t.TempDir()
+	cfg.HTTPAddr, cfg.RaftAddr = "127.0.0.1:0", "127.0.0.1:0"
+	_, err := Start(cfg, "test", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if !errors.Is(err, ErrNoCluster) {
+		t.Fatalf("Start: %v, want ErrNoCluster", err)
+	}
+	for _, want := range []string{"--bootstrap", "--join HTTP_ADDR --join-token", "--dev", cfg.DataDir} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
 		}
 	}
 }
