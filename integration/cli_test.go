@@ -1,13 +1,16 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hookswitch/hookswitch/httpapi"
+	"github.com/hookswitch/hookswitch/integration/harness"
 )
 
 // TestCLITables: `status` prints tables (the node asked, subscriptions by
@@ -82,5 +85,46 @@ func TestCLITables(t *testing.T) {
 		if !strings.Contains(r.Stderr, w) {
 			t.Errorf("agent without --bootstrap or --join: stderr lacks %q:\n%s", w, r.Stderr)
 		}
+	}
+}
+
+// TestCLIReplayProgress: `sub replay` prints the replay's progress and
+// returns once the subscription has delivered the events again; the
+// receiver (verifying every signature) got each event twice.
+func TestCLIReplayProgress(t *testing.T) {
+	a := startDevAgent(t)
+	rc := harness.NewReceiver(t, harness.ReceiverOptions{})
+	var sub httpapi.SubView
+	decodeJSON(t, "sub create", a.MustCLI("sub", "create", "--model", "call", "--post-url", rc.URL(), "--batch-max", "5", "--json"), &sub)
+	rc.SetSecret(sub.Secret)
+	events := make([]map[string]any, 20)
+	for i := range events {
+		events[i] = map[string]any{"model": "call", "domain": "example.com", "orig_callid": fmt.Sprintf("c%d", i)}
+	}
+	ids, err := harness.Ingest(context.Background(), a, 10*time.Second, events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.WaitDistinct(t, len(ids), 20*time.Second)
+	waitFor(t, func() (bool, string, string) {
+		v, err := a.API().GetSub(context.Background(), sub.ID)
+		return err == nil && v.EventsCount == uint64(len(ids)) && v.Lag == 0, "the delivery to be reported (events-count 20, lag 0)", fmt.Sprint(v.EventsCount, v.Lag, err)
+	}, 10*time.Second)
+
+	r := a.RunCLI("sub", "replay", sub.ID, "--from", "1h")
+	if r.ExitCode != 0 {
+		t.Fatalf("sub replay: exit %d\nstderr: %s", r.ExitCode, r.Stderr)
+	}
+	if !strings.Contains(r.Stdout, sub.ID) || !regexp.MustCompile(`(?m)^replay `+sub.ID+`: \d+ events behind, \d+ delivered again, status \w+$`).MatchString(r.Stderr) ||
+		!strings.HasSuffix(r.Stderr, "caught up\n") {
+		t.Fatalf("sub replay output:\nstdout: %s\nstderr: %s", r.Stdout, r.Stderr)
+	}
+	for _, id := range ids {
+		if n := rc.Times(id); n != 2 {
+			t.Errorf("event %s delivered %d times, want 2 (once, once again by the replay)", id, n)
+		}
+	}
+	if f := rc.SignatureFailures(); f != 0 {
+		t.Errorf("%d POSTs failed signature verification", f)
 	}
 }
