@@ -280,8 +280,11 @@ func (p *pipeline) reportLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			rctx, cancel := context.WithTimeout(ctx, p.n.cfg.ReportInterval*4)
+			// Read before the report: the registration may apply just
+			// after the report that it would have let through.
+			registered := p.registered()
 			if err := p.report(rctx); err != nil && ctx.Err() == nil {
-				if errors.Is(err, fsm.ErrNotFound) && !p.registered() {
+				if errors.Is(err, fsm.ErrNotFound) && !registered {
 					// Before this node's registration commits (just
 					// after a bootstrap or a join), a report has nothing
 					// to attach to: no fault, it is sent again.
