@@ -73,7 +73,20 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&cf.key, "key", "", "key of --cert")
 	root.AddCommand(newAgentCmd(), newSubCmd(cf), newTokenCmd(cf), newStatusCmd(cf), newTailCmd(cf), newTLSCmd())
 	root.AddCommand(newClusterCmds(cf)...)
+	root.AddCommand(newConfigExampleCmd())
 	return root
+}
+
+// newConfigExampleCmd is `hookswitch config-example` (hidden): a config
+// file with every agent setting commented out at its default, made from
+// node.Settings, for install scripts and packages.
+func newConfigExampleCmd() *cobra.Command {
+	return &cobra.Command{Use: "config-example", Short: "Print a config file with every setting commented out at its default",
+		Hidden: true, Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			_, err := io.WriteString(c.OutOrStdout(), node.ExampleTOML())
+			return err
+		}}
 }
 
 // ---- agent ----

@@ -36,8 +36,8 @@ type Setting struct {
 
 // A Binding is a setting's type and its way into and out of a Config.
 type Binding struct {
-	// Type names the value's form: bool, string, duration, bytes, rate,
-	// cidrs or list.
+	// Type names the value's form: bool, string, int, duration, bytes,
+	// rate, cidrs or list.
 	Type string
 	// Set parses v (the flag, env or file form) into c; the error does
 	// not name the setting (the caller does).
@@ -68,11 +68,21 @@ func (s Setting) Default() string {
 //  1. a Config field, a named DefaultX constant (config.go) and its line in
 //     Default() (leave it out for an empty default);
 //  2. a row here: Name, Group (one of SettingGroups), Help, a Binding
-//     (String, Bool, Duration, Bytes, Rate, CIDRs or List, with the field),
+//     (String, Bool, Int, Duration, Bytes, Rate, CIDRs or List, with the
+//     field; a new kind of value is a new Binding constructor below),
 //     and Doc/DocDefault/DevDefault when the docs need more than Help;
 //  3. checks against other settings in Config.Validate;
 //  4. `go generate ./node` to refresh docs/configuration.md (the test
 //     TestSettingsDoc fails until it is done).
+//
+// For example, with SecretOverlap and DefaultSecretOverlap in config.go:
+//
+//	{Name: "secret-overlap", Group: "Event log and delivery",
+//		Help:    "both signatures are sent for this long after a secret rotation",
+//		Binding: Duration(func(c *Config) *time.Duration { return &c.SecretOverlap })},
+//
+// A list setting such as sources (`sources = ["http", "ami"]` in the file,
+// `--sources http,ami`) uses List; a count such as max-subs-per-token, Int.
 var Settings = []Setting{
 	{Name: "node-id", Group: "Identity, addresses, data", DocDefault: "the hostname",
 		Help:    "this node's id (default: hostname, persisted in <data-dir>/node-id)",
@@ -243,6 +253,20 @@ func Bool(field func(*Config) *bool) Binding {
 			return nil
 		},
 		Get: func(c *Config) string { return strconv.FormatBool(*field(c)) }}
+}
+
+// Int binds a whole number (not negative).
+func Int(field func(*Config) *int) Binding {
+	return Binding{Type: "int",
+		Set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil || n < 0 {
+				return fmt.Errorf("%w: %q is not a whole number", ErrConfig, v)
+			}
+			*field(c) = n
+			return nil
+		},
+		Get: func(c *Config) string { return strconv.Itoa(*field(c)) }}
 }
 
 // Duration binds a duration in Go syntax.

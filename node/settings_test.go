@@ -165,3 +165,16 @@ func TestStartWithoutBootstrapOrJoin(t *testing.T) {
 		}
 	}
 }
+
+func TestIntBinding(t *testing.T) {
+	var n int
+	b := Int(func(*Config) *int { return &n })
+	for _, bad := range []string{"", "x", "-1", "1.5"} {
+		if err := b.Set(&Config{}, bad); !errors.Is(err, ErrConfig) {
+			t.Errorf("Int %q: err %v, want ErrConfig", bad, err)
+		}
+	}
+	if err := b.Set(&Config{}, " 1000 "); err != nil || n != 1000 || b.Get(&Config{}) != "1000" {
+		t.Fatalf("Int 1000: n %d, err %v", n, err)
+	}
+}
