@@ -237,7 +237,7 @@ func LookupSetting(name string) (Setting, bool) {
 // String binds a string field.
 func String(field func(*Config) *string) Binding {
 	return Binding{Type: "string",
-		Set: func(c *Config, v string) error { *field(c) = strings.TrimSpace(v); return nil },
+		Set: func(c *Config, v string) error { *field(c) = v; return nil },
 		Get: func(c *Config) string { return *field(c) }}
 }
 
