@@ -270,17 +270,22 @@ func (n *Node) owned() int {
 // Left is closed when this node has left the cluster and should stop.
 func (n *Node) Left() <-chan struct{} { return n.left }
 
-// catchUpLogEvery is how often a joined node logs its catch-up progress.
-const catchUpLogEvery = 2 * time.Second
+// catchUpLogEvery is how often a joined node logs its catch-up progress;
+// catchUpPoll how often it checks it.
+const (
+	catchUpLogEvery = 2 * time.Second
+	catchUpPoll     = 100 * time.Millisecond
+)
 
 // logCatchUp logs a joined node's progress through the cluster's raft log
 // (a snapshot, then entries) until it has applied what it knows to be
 // committed and its own registration, or the node stops.
 func (n *Node) logCatchUp() {
-	t := time.NewTicker(catchUpLogEvery)
+	t := time.NewTicker(catchUpPoll)
 	defer t.Stop()
 	started := time.Now()
-	for first := true; ; first = false {
+	var logged time.Time
+	for {
 		applied := n.raft.AppliedIndex()
 		commit, _ := strconv.ParseUint(n.raft.Stats()["commit_index"], 10, 64)
 		var registered bool
@@ -289,11 +294,14 @@ func (n *Node) logCatchUp() {
 			n.log.Info("caught up with the cluster", "applied-index", applied, "took", time.Since(started).Round(time.Millisecond))
 			return
 		}
-		if first {
+		switch {
+		case logged.IsZero():
 			n.log.Info("catching up with the cluster", "applied-index", applied, "commit-index", commit)
-		} else {
+			logged = time.Now()
+		case time.Since(logged) >= catchUpLogEvery:
 			n.log.Info("still catching up with the cluster", "applied-index", applied, "commit-index", commit,
 				"for", time.Since(started).Round(time.Second))
+			logged = time.Now()
 		}
 		select {
 		case <-n.ctx.Done():

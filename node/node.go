@@ -263,7 +263,7 @@ func (n *Node) startRaft() error {
 	// enqueued just before shutdown is never answered and its caller
 	// hangs; writes here are few (reports, API changes) and need no
 	// batching.
-	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr, Exclude: quietFirstElection})
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr, Exclude: n.quietNormalStart})
 
 	// With a concrete listen host and no advertise setting, the transport
 	// advertises what it bound (this also resolves port 0 in tests).
@@ -578,18 +578,36 @@ func (n *Node) voters() int {
 	return c
 }
 
-// quietFirstElection drops raft's warning that it starts an election when
-// no leader was ever seen since start (a fresh bootstrap, or a cluster's
-// first election after it restarts): that is how every cluster begins,
-// not a fault. A lost leader (a known last-leader-id) still warns.
-func quietFirstElection(_ hclog.Level, msg string, args ...any) bool {
-	if msg != "heartbeat timeout reached, starting election" {
-		return false
-	}
-	for i := 0; i+1 < len(args); i += 2 {
-		if k, _ := args[i].(string); k == "last-leader-id" {
-			return fmt.Sprint(args[i+1]) == ""
+// quietNormalStart drops raft warnings that every cluster's normal start
+// produces, so a fresh bootstrap or join logs no warning:
+//   - starting an election when no leader was ever seen since start (a
+//     fresh bootstrap, or a cluster's first election after it restarts);
+//     a lost leader (a known last-leader-id) still warns;
+//   - a joining node with an empty log refusing its first entries, and the
+//     leader then sending it the log from the start (next=1);
+//   - a node that started with no raft state (a fresh join) finding no
+//     peers to elect with before the cluster has added it.
+func (n *Node) quietNormalStart(_ hclog.Level, msg string, args ...any) bool {
+	arg := func(key string) (string, bool) {
+		for i := 0; i+1 < len(args); i += 2 {
+			if k, _ := args[i].(string); k == key {
+				return fmt.Sprint(args[i+1]), true
+			}
 		}
+		return "", false
+	}
+	switch msg {
+	case "heartbeat timeout reached, starting election":
+		v, ok := arg("last-leader-id")
+		return ok && v == ""
+	case "failed to get previous log":
+		v, ok := arg("last-index")
+		return ok && v == "0"
+	case "no known peers, aborting election":
+		return n.fresh
+	case "appendEntries rejected, sending older logs":
+		v, ok := arg("next")
+		return ok && v == "1"
 	}
 	return false
 }

@@ -178,3 +178,30 @@ func TestIntBinding(t *testing.T) {
 		t.Fatalf("Int 1000: n %d, err %v", n, err)
 	}
 }
+
+func TestQuietNormalStart(t *testing.T) {
+	for _, c := range []struct {
+		msg   string
+		args  []any
+		quiet bool
+	}{
+		{"heartbeat timeout reached, starting election", []any{"last-leader-addr", "", "last-leader-id", ""}, true},
+		{"heartbeat timeout reached, starting election", []any{"last-leader-addr", "10.0.0.1:7481", "last-leader-id", "n1"}, false},
+		{"failed to get previous log", []any{"previous-index", uint64(3), "last-index", uint64(0), "error", "log not found"}, true},
+		{"failed to get previous log", []any{"previous-index", uint64(30), "last-index", uint64(12), "error", "log not found"}, false},
+		{"appendEntries rejected, sending older logs", []any{"peer", "n2", "next", uint64(1)}, true},
+		{"appendEntries rejected, sending older logs", []any{"peer", "n2", "next", uint64(17)}, false},
+		{"failed to contact quorum of nodes, stepping down", nil, false},
+		{"no known peers, aborting election", nil, false}, // a node with state
+	} {
+		if got := (&Node{}).quietNormalStart(0, c.msg, c.args...); got != c.quiet {
+			t.Errorf("%q %v: quiet %v, want %v", c.msg, c.args, got, c.quiet)
+		}
+	}
+}
+
+func TestQuietNormalStartFreshNode(t *testing.T) {
+	if !(&Node{fresh: true}).quietNormalStart(0, "no known peers, aborting election") {
+		t.Fatal("a fresh node's no-peers warning is not quieted")
+	}
+}
