@@ -67,6 +67,12 @@ func applyCreateSub(st *State, idx uint64, c *CreateSub) (Result, []Change) {
 	if _, ok := st.Subs[c.Sub.ID]; ok {
 		return Result{Err: ErrExists}, nil
 	}
+	if c.Unique {
+		if dup := st.sameParameters(&c.Sub.SubSpec); dup != nil {
+			// The existing one comes back so the proposer can name it.
+			return Result{Err: ErrDuplicate, Sub: dup.Clone()}, nil
+		}
+	}
 	sub := c.Sub.Clone()
 	sub.Version = idx
 	sub.Generation = 1
@@ -118,8 +124,12 @@ func applySetPaused(st *State, c *SetPaused) (Result, []Change) {
 	sub.UpdatedMs = c.AtMs
 	if !c.Paused && sub.Status == StatusSuspended {
 		// Resuming a suspended subscription is how an operator says the
-		// endpoint is back: try again from where it stopped.
-		sub.Status = StatusPending
+		// endpoint is back: try again from where it stopped. Its last
+		// attempt failed (pending is only for one that never posted).
+		sub.Status = StatusError
+		if sub.Counters.LastPostMs == 0 && sub.Counters.LastErrorMs == 0 {
+			sub.Status = StatusPending
+		}
 	}
 	st.Subs[sub.ID] = sub
 	return Result{Sub: sub.Clone()}, []Change{subChange(sub)}

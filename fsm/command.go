@@ -75,8 +75,15 @@ type Command interface {
 
 // CreateSub creates a subscription. The proposer fills every field,
 // including the generated id and secret and the creation time.
+//
+// Unique asks for NetSapiens' rule: the create fails with ErrDuplicate when
+// an existing subscription has the same model, post-url, reseller, domain
+// and user. It is a field of the command, not a rule of the state, so that
+// replaying a log written before the rule existed (which may hold such
+// duplicates) gives the state it gave then.
 type CreateSub struct {
-	Sub Subscription `json:"sub"`
+	Sub    Subscription `json:"sub"`
+	Unique bool         `json:"unique,omitempty"`
 }
 
 // UpdateSub replaces the writable fields of a subscription with Spec. When

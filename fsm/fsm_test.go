@@ -63,6 +63,33 @@ func TestApply(t *testing.T) {
 			},
 		},
 		{name: "create existing", st: stateWith(sub("a")), cmd: &CreateSub{Sub: sub("a")}, wantErr: ErrExists},
+		{name: "create existing id wins over duplicate", st: stateWith(sub("a")), cmd: &CreateSub{Sub: sub("a"), Unique: true}, wantErr: ErrExists},
+		{
+			name: "create duplicate parameters", st: stateWith(sub("c"), sub("a")), cmd: &CreateSub{Sub: sub("b"), Unique: true}, wantErr: ErrDuplicate,
+			check: func(t *testing.T, _ *State, res Result, _ []Change) {
+				if res.Sub == nil || res.Sub.ID != "a" {
+					t.Fatalf("duplicate result names %+v, want the smallest id a", res.Sub)
+				}
+			},
+		},
+		{
+			// Logs written before the rule existed replay as they did.
+			name: "create duplicate parameters without Unique", st: stateWith(sub("a")), cmd: &CreateSub{Sub: sub("b")},
+			check: func(t *testing.T, st *State, _ Result, _ []Change) {
+				if len(st.Subs) != 2 {
+					t.Fatalf("subs = %d, want 2", len(st.Subs))
+				}
+			},
+		},
+		{
+			name: "create unique with one parameter different", st: stateWith(sub("a")),
+			cmd: &CreateSub{Sub: func() Subscription { s := sub("b"); s.User = "u1"; return s }(), Unique: true},
+			check: func(t *testing.T, st *State, _ Result, _ []Change) {
+				if st.Subs["b"] == nil {
+					t.Fatal("a subscription differing in user was not created")
+				}
+			},
+		},
 		{
 			name: "update replaces spec and keeps counters", st: stateWith(withCounters),
 			cmd: &UpdateSub{ID: "a", Spec: newSpec, AtMs: 2000},
@@ -177,6 +204,9 @@ func TestApply(t *testing.T) {
 				t.Fatalf("err = %v, want %v", res.Err, tc.wantErr)
 			}
 			if tc.wantErr != nil {
+				if tc.check != nil {
+					tc.check(t, tc.st, res, ch)
+				}
 				if len(ch) != 0 {
 					t.Fatalf("a failed command returned changes: %v", ch)
 				}
@@ -481,7 +511,7 @@ func TestSnapshotRestoreGivesIdenticalState(t *testing.T) {
 }
 
 func TestResultWireKeepsSentinels(t *testing.T) {
-	for _, e := range []error{nil, ErrNotFound, ErrExists, ErrConflict} {
+	for _, e := range []error{nil, ErrNotFound, ErrExists, ErrConflict, ErrDuplicate} {
 		s := sub("a")
 		b, err := json.Marshal(Result{Err: e, Sub: &s})
 		if err != nil {

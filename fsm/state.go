@@ -10,6 +10,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	ErrExists   = errors.New("already exists")
 	ErrConflict = errors.New("changed concurrently")
+	// ErrDuplicate: a subscription with the same model, post-url,
+	// reseller, domain and user exists (CreateSub.Unique).
+	ErrDuplicate = errors.New("a subscription with the same parameters exists")
 )
 
 // Filter selects events by one property, as in the websocket filter protocol.
@@ -179,6 +182,20 @@ func (s *State) SortedSubs() []*Subscription {
 	return out
 }
 
+// sameParameters returns the subscription (the one with the smallest id,
+// so the answer does not depend on map order) whose model, post-url,
+// reseller, domain and user equal spec's, or nil.
+func (s *State) sameParameters(spec *SubSpec) *Subscription {
+	var found *Subscription
+	for _, sub := range s.Subs {
+		if sub.Model == spec.Model && sub.PostURL == spec.PostURL && sub.Reseller == spec.Reseller &&
+			sub.Domain == spec.Domain && sub.User == spec.User && (found == nil || sub.ID < found.ID) {
+			found = sub
+		}
+	}
+	return found
+}
+
 // SortedTokens returns the tokens ordered by id.
 func (s *State) SortedTokens() []*Token {
 	out := make([]*Token, 0, len(s.Tokens))
@@ -204,7 +221,7 @@ func (sub *Subscription) Clone() *Subscription {
 
 // errorCodes name the sentinel errors on the wire, for results of writes
 // forwarded from a follower to the leader.
-var errorCodes = map[string]error{"not-found": ErrNotFound, "exists": ErrExists, "conflict": ErrConflict}
+var errorCodes = map[string]error{"not-found": ErrNotFound, "exists": ErrExists, "conflict": ErrConflict, "duplicate": ErrDuplicate}
 
 // ErrorCode returns the wire name of a sentinel error ("" for nil).
 func ErrorCode(err error) string {

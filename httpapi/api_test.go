@@ -133,12 +133,13 @@ func TestCreateSubscription(t *testing.T) {
 	start := time.Now().Add(-time.Second)
 
 	// A minimal body: the id and the secret are generated, defaults filled.
-	v := tn.createSub(tn.root, sub(nil))
+	body := sub(nil)
+	v := tn.createSub(tn.root, body)
 	if !strings.HasPrefix(v.ID, "sub_") || len(v.ID) > 64 {
 		t.Fatalf("generated id %q: want sub_<hex>, at most 64 characters", v.ID)
 	}
 	wantSecret(t, v.Secret)
-	sameView(t, "created with defaults", v, defaultView(tn, v.ID, "call", hookURL))
+	sameView(t, "created with defaults", v, defaultView(tn, v.ID, "call", body["post-url"].(string)))
 	created, err := time.Parse(time.RFC3339Nano, v.Created)
 	if err != nil || created.Before(start) || created.After(time.Now().Add(time.Second)) {
 		t.Fatalf("subscription-creation-datetime %q (err %v) is not about now", v.Created, err)
@@ -563,9 +564,16 @@ func TestPatch(t *testing.T) {
 func TestCounterReset(t *testing.T) {
 	t.Parallel()
 	tn := mustStartNode(t)
-	v := tn.createSub(tn.root, sub(fields{"id": "s1"}))
+	body := sub(fields{"id": "s1"})
+	v := tn.createSub(tn.root, body)
+	// The same post-url every time: PUT replaces it.
+	again := func(extra fields) fields {
+		f := sub(extra)
+		f["post-url"] = body["post-url"]
+		return f
+	}
 	for _, method := range []string{http.MethodPut, http.MethodPatch} {
-		r := tn.do(method, "/v1/subscriptions/s1", tn.root, sub(fields{"posts-count": 0, "error-count": 0}))
+		r := tn.do(method, "/v1/subscriptions/s1", tn.root, again(fields{"posts-count": 0, "error-count": 0}))
 		want(t, method+" posts-count 0", r, http.StatusOK)
 		got := decode[httpapi.SubView](t, method, r)
 		if got.PostsCount != 0 || got.ErrorCount != 0 {
@@ -575,7 +583,7 @@ func TestCounterReset(t *testing.T) {
 			field string
 			value any
 		}{{"posts-count", 5}, {"error-count", 1}, {"posts-count", -1}, {"error-count", "0"}, {"posts-count", 0.5}} {
-			r := tn.do(method, "/v1/subscriptions/s1", tn.root, sub(fields{tt.field: tt.value}))
+			r := tn.do(method, "/v1/subscriptions/s1", tn.root, again(fields{tt.field: tt.value}))
 			wantErr(t, fmt.Sprintf("%s %s %v", method, tt.field, tt.value), r, http.StatusBadRequest, tt.field)
 		}
 	}

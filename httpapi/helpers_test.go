@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -205,8 +206,10 @@ func want(t testing.TB, what string, r reply, code int) {
 
 // apiErr is DESIGN.md's error body.
 type apiErr struct {
-	Error string `json:"error"`
-	Field string `json:"field"`
+	Code    int     `json:"code"`
+	Message string  `json:"message"`
+	Error   string  `json:"error"`
+	Field   *string `json:"field"`
 }
 
 // wantErr fails the test unless r is a JSON error with the given status
@@ -228,8 +231,15 @@ func wantErr(t testing.TB, what string, r reply, code int, field string) apiErr 
 	if e.Error == "" {
 		t.Fatalf("%s: error body %s has no message", what, r.Body)
 	}
-	if e.Field != field {
-		t.Fatalf("%s: error field = %q, want %q (body %s)", what, e.Field, field, r.Body)
+	if e.Field == nil || *e.Field != field {
+		t.Fatalf("%s: error field = %v, want %q (body %s)", what, e.Field, field, r.Body)
+	}
+	wantMsg := e.Error
+	if field != "" {
+		wantMsg = field + ": " + e.Error
+	}
+	if e.Code != code || e.Message != wantMsg {
+		t.Fatalf("%s: error code %d message %q, want %d %q (body %s)", what, e.Code, e.Message, code, wantMsg, r.Body)
 	}
 	return e
 }
@@ -246,10 +256,17 @@ func decode[T any](t testing.TB, what string, r reply) T {
 // fields is a subscription request body.
 type fields map[string]any
 
+// hookSeq numbers the post-urls of sub, so that no two of its bodies
+// collide under the (model, post-url, reseller, domain, user) rule.
+var hookSeq atomic.Int64
+
+// nextHookURL returns a fresh post-url on the discard port each call.
+func nextHookURL() string { return fmt.Sprintf("%s/%d", hookURL, hookSeq.Add(1)) }
+
 // sub returns a minimal valid subscription body plus extra fields (a nil
-// value removes a field).
+// value removes a field). Its post-url is unique (nextHookURL).
 func sub(extra fields) fields {
-	f := fields{"model": "call", "post-url": hookURL}
+	f := fields{"model": "call", "post-url": nextHookURL()}
 	for k, v := range extra {
 		if v == nil {
 			delete(f, k)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -72,15 +73,47 @@ type SubView struct {
 	LastErrorTime       string       `json:"last-error-datetime,omitempty"`
 }
 
-func msTime(ms int64) string {
+// Datetime layouts: /v1 answers RFC 3339 (with milliseconds when there are
+// any); the NetSapiens paths answer NSDatetime, in UTC. Both paths accept
+// both forms.
+const (
+	v1Datetime = time.RFC3339Nano
+	// NSDatetime is NetSapiens' datetime layout, always UTC.
+	NSDatetime = "2006-01-02 15:04:05"
+)
+
+func msTime(ms int64) string { return fmtMs(ms, v1Datetime) }
+
+// fmtMs renders unix milliseconds in layout, UTC; "" for 0.
+func fmtMs(ms int64, layout string) string {
 	if ms == 0 {
 		return ""
 	}
-	return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano)
+	return time.UnixMilli(ms).UTC().Format(layout)
 }
 
-// viewOf renders a subscription; the secret is left out.
-func viewOf(s *fsm.Subscription) SubView {
+// parseDatetime reads a datetime in either form an API path accepts:
+// RFC 3339 ("2043-10-04T17:16:36Z") or NetSapiens' "2043-10-04 17:16:36"
+// (UTC).
+func parseDatetime(s string) (time.Time, bool) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, true
+	}
+	if t, err := time.ParseInLocation(NSDatetime, s, time.UTC); err == nil {
+		return t, true
+	}
+	return time.Time{}, false
+}
+
+// datetimeHint is the error text of a datetime neither form reads.
+const datetimeHint = `must be a time like "2027-01-02T15:04:05Z" (RFC 3339) or "2027-01-02 15:04:05" (UTC)`
+
+// viewOf renders a subscription for /v1; the secret is left out.
+func viewOf(s *fsm.Subscription) SubView { return viewIn(s, v1Datetime) }
+
+// viewIn renders a subscription with datetimes in layout.
+func viewIn(s *fsm.Subscription, layout string) SubView {
+	ms := func(v int64) string { return fmtMs(v, layout) }
 	v := SubView{
 		ID: s.ID, Model: s.Model, PostURL: s.PostURL,
 		Reseller: s.Reseller, Domain: s.Domain, User: s.User,
@@ -88,17 +121,23 @@ func viewOf(s *fsm.Subscription) SubView {
 		GeoSupport: s.GeoSupport, PreferredServer: s.PreferredServer,
 		CurrentActiveServer: s.Owner, HomeServer: s.HomeNode,
 		Encoding: s.Encoding, BatchMax: s.BatchMax, TimeoutMs: s.TimeoutMs,
-		Created: msTime(s.CreatedMs), Expires: msTime(s.ExpiresMs),
+		Created: ms(s.CreatedMs), Expires: ms(s.ExpiresMs),
 		Status:     s.Status,
 		PostsCount: s.Counters.Posts, ErrorCount: s.Counters.Errors,
 		EventsCount: s.Counters.Events, DroppedCount: s.Counters.Dropped, Lag: s.Counters.Lag,
-		LastPost: msTime(s.Counters.LastPostMs), LastError: s.Counters.LastError,
-		LastErrorTime: msTime(s.Counters.LastErrorMs),
+		LastPost: ms(s.Counters.LastPostMs), LastError: s.Counters.LastError,
+		LastErrorTime: ms(s.Counters.LastErrorMs),
 	}
-	if s.Paused {
-		v.Status = fsm.StatusPaused
-	}
+	v.Status = viewStatus(s)
 	return v
+}
+
+// viewStatus is the status the API shows: paused wins over the reported one.
+func viewStatus(s *fsm.Subscription) string {
+	if s.Paused {
+		return fsm.StatusPaused
+	}
+	return s.Status
 }
 
 // fieldError is a 400 naming the offending field.
@@ -132,9 +171,95 @@ var (
 // subInput is a parsed request body: the raw fields it carried.
 type subInput struct {
 	raw map[string]json.RawMessage
+	// alias maps a field to the name the request used for it
+	// (server_preferred on the NetSapiens paths), so errors name what the
+	// client sent.
+	alias map[string]string
 }
 
-func parseSubInput(body []byte) (*subInput, *fieldError) {
+// NetSapiens request fields of the /ns-api/v2 paths (DESIGN.md "NetSapiens
+// v2 drop-in").
+const (
+	// nsUserScope is accepted and ignored: the token decides the scope.
+	nsUserScope = "user-scope"
+	// nsServerPreferred is an alias of preferred-server.
+	nsServerPreferred = "server_preferred"
+)
+
+// parseSubInput parses a subscription body. ns accepts the NetSapiens
+// request fields too: user-scope is dropped, server_preferred becomes
+// preferred-server.
+func parseSubInput(body []byte, ns bool) (*subInput, *fieldError) {
+	in, fe := parseRawInput(body)
+	if fe != nil || !ns {
+		if fe == nil {
+			fe = in.unknownField()
+		}
+		return in, fe
+	}
+	delete(in.raw, nsUserScope)
+	if v, ok := in.raw[nsServerPreferred]; ok {
+		if cur, both := in.raw["preferred-server"]; both && !bytes.Equal(bytes.TrimSpace(cur), bytes.TrimSpace(v)) {
+			return nil, badField(nsServerPreferred, "differs from preferred-server (send one of them)")
+		}
+		delete(in.raw, nsServerPreferred)
+		in.raw["preferred-server"] = v
+		in.alias = map[string]string{"preferred-server": nsServerPreferred}
+	}
+	return in, in.unknownField()
+}
+
+// field names f as the request did.
+func (in *subInput) field(f string) string {
+	if in != nil && in.alias[f] != "" {
+		return in.alias[f]
+	}
+	return f
+}
+
+// named returns fe with its field named as the request did.
+func (in *subInput) named(fe *fieldError) *fieldError {
+	if fe == nil || in.field(fe.Field) == fe.Field {
+		return fe
+	}
+	return &fieldError{Field: in.field(fe.Field), Msg: fe.Msg}
+}
+
+// unknownField reports the first field (in name order) the subscription
+// object does not have.
+func (in *subInput) unknownField() *fieldError {
+	var unknown []string
+	for k := range in.raw {
+		if k != "id" && !writableFields[k] && !readOnlyFields[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	return badField(unknown[0], "unknown field")
+}
+
+// pinDomain makes the body's domain the one of the path
+// (/ns-api/v2/domains/{domain}/...): a body that names another domain is
+// refused rather than silently moved, since the client meant one of them.
+func (in *subInput) pinDomain(domain string) *fieldError {
+	if v, ok := in.raw["domain"]; ok {
+		var d string
+		if err := json.Unmarshal(v, &d); err != nil {
+			return badField("domain", "must be a string")
+		}
+		if d != domain {
+			return badField("domain", "is %q but the path names domain %q", d, domain)
+		}
+	}
+	b, _ := json.Marshal(domain) // a string always marshals
+	in.raw["domain"] = b
+	return nil
+}
+
+func parseRawInput(body []byte) (*subInput, *fieldError) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	var raw map[string]json.RawMessage
@@ -148,15 +273,8 @@ func parseSubInput(body []byte) (*subInput, *fieldError) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, badField("", "body has data after the JSON object")
 	}
-	for k := range raw {
-		if k != "id" && !writableFields[k] && !readOnlyFields[k] {
-			return nil, badField(k, "unknown field")
-		}
-	}
 	return &subInput{raw: raw}, nil
 }
-
-func (in *subInput) has(f string) bool { _, ok := in.raw[f]; return ok }
 
 func (in *subInput) present() map[string]bool {
 	out := make(map[string]bool, len(in.raw))
@@ -232,13 +350,13 @@ func (in *subInput) mergeInto(spec *fsm.SubSpec) *fieldError {
 	if v, ok := in.raw["subscription-expires-datetime"]; ok {
 		var s string
 		if err := json.Unmarshal(v, &s); err != nil && string(v) != "null" {
-			return badField("subscription-expires-datetime", "must be an RFC 3339 time string")
+			return badField("subscription-expires-datetime", "%s", datetimeHint)
 		}
 		spec.ExpiresMs = 0
 		if s != "" {
-			t, err := time.Parse(time.RFC3339, s)
-			if err != nil {
-				return badField("subscription-expires-datetime", "must be an RFC 3339 time, like 2027-01-02T15:04:05Z")
+			t, ok := parseDatetime(s)
+			if !ok {
+				return badField("subscription-expires-datetime", "%s", datetimeHint)
 			}
 			spec.ExpiresMs = t.UnixMilli()
 		}

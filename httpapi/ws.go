@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 
@@ -109,10 +110,13 @@ type wsHandler struct {
 	log *slog.Logger
 }
 
-func wsFail(w http.ResponseWriter, code int, msg string) {
+func wsFail(w http.ResponseWriter, code int, msg string) { wsFailField(w, code, "", msg) }
+
+// wsFailField is wsFail naming the query parameter at fault.
+func wsFailField(w http.ResponseWriter, code int, field, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(apiError{Error: msg})
+	_ = json.NewEncoder(w).Encode(newAPIError(code, field, msg))
 }
 
 // allowed reports whether the remote address is in ws-allow.
@@ -157,13 +161,13 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	filters, err := modelFilters(q)
 	if err != nil {
-		wsFail(w, http.StatusBadRequest, err.Error())
+		wsFailField(w, http.StatusBadRequest, "model", strings.TrimPrefix(err.Error(), "model: "))
 		return
 	}
 	start, err := h.o.Hub.ParseSince(strings.TrimSpace(q.Get("since")))
 	if err != nil {
 		if errors.Is(err, hub.ErrBadSince) {
-			wsFail(w, http.StatusBadRequest, "since: "+strings.TrimPrefix(err.Error(), hub.ErrBadSince.Error()+": "))
+			wsFailField(w, http.StatusBadRequest, "since", strings.TrimPrefix(err.Error(), hub.ErrBadSince.Error()+": "))
 			return
 		}
 		h.log.Error("resolving since failed", "err", err)
@@ -306,7 +310,7 @@ func (h *wsHandler) writeLoop(ctx context.Context, c *websocket.Conn, sub *hub.S
 		wctx, cancel := context.WithTimeout(ctx, h.o.WriteTimeout)
 		defer cancel()
 		for i, m := range msgs {
-			if c.Write(wctx, websocket.MessageText, m.JSON) != nil {
+			if c.Write(wctx, websocket.MessageText, validText(m.JSON)) != nil {
 				return false
 			}
 			msgs[i] = nil
@@ -424,6 +428,11 @@ func handleClientMessage(data []byte, set func([]match.Filter) error) []byte {
 	fail := func(msg string) []byte {
 		return encodeReply(wsReply{Type: "error", CorrelationID: corr, Error: msg})
 	}
+	if !utf8.Valid(data) {
+		// Nothing of it is echoed: a text frame must be valid UTF-8
+		// (RFC 6455, 5.6).
+		return fail("message is not valid UTF-8")
+	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(data, &obj); err != nil {
 		var probe any
@@ -508,6 +517,18 @@ func filterValue(v json.RawMessage) (string, bool) {
 		return n.String(), true
 	}
 	return "", false
+}
+
+// validText returns b, with any invalid UTF-8 replaced by U+FFFD: every
+// text frame must be valid UTF-8 (RFC 6455, 5.6). Ingest refuses invalid
+// UTF-8 already; this guards what other sources (peers' logs, PBX
+// adapters) could carry. Invalid bytes can only sit inside JSON strings,
+// so the event stays valid JSON.
+func validText(b []byte) []byte {
+	if utf8.Valid(b) {
+		return b
+	}
+	return bytes.ToValidUTF8(b, []byte("\uFFFD"))
 }
 
 func encodeReply(r wsReply) []byte {

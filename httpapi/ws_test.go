@@ -187,20 +187,24 @@ func ints(t testing.TB, evs []map[string]any, field string) []int {
 }
 
 // TestWSISymphonyFilterExamples runs every filter example of the
-// iSymphony websocket documentation, one by one, on one connection opened
-// the iSymphony way (its path, HTTP realm auth with the token as password).
+// iSymphony websocket documentation (its quoting fixed: see
+// TestISymphonyFilterExamplesMatch), one by one, on one connection opened
+// the iSymphony way (its path, HTTP realm auth with the token as password),
+// against events carrying iSymphony's base properties type and time.
 func TestWSISymphonyFilterExamples(t *testing.T) {
 	tn := mustStartNode(t)
 	c := tn.mustWS(httpapi.WSPathISymphony, basic("manager", tn.root))
 	events := []string{
-		`{"model":"isym","i":0,"type":"dial","username":"mikey"}`,
-		`{"model":"isym","i":1,"type":"dial"}`,
-		`{"model":"isym","i":2,"type":"login","username":"mikey"}`,
-		`{"model":"isym","i":3,"type":"logout","username":"mikey"}`,
-		`{"model":"isym","i":4,"type":"login","username":"bob"}`,
-		`{"model":"isym","i":5,"type":"logout"}`,
-		`{"model":"isym","i":6,"type":"userLogin","username":"mike","port":57042,"ip":"127.0.0.1","time":1436889915953}`,
-		`{"model":"isym","i":7,"type":"hangup","userId":"e7577c7b"}`,
+		// Every iSymphony event carries its base properties type and
+		// time (unix ms); 6 is the documentation's userLogin example.
+		`{"model":"isym","i":0,"type":"dial","time":1436889915001,"username":"mikey"}`,
+		`{"model":"isym","i":1,"type":"dial","time":1436889915002}`,
+		`{"model":"isym","i":2,"type":"login","time":1436889915003,"username":"mikey"}`,
+		`{"model":"isym","i":3,"type":"logout","time":1436889915004,"username":"mikey"}`,
+		`{"model":"isym","i":4,"type":"login","time":1436889915005,"username":"bob"}`,
+		`{"model":"isym","i":5,"type":"logout","time":1436889915006}`,
+		`{"model":"isym","i":6,"coreServerId":"e5c01703-3c6d-429a-8712-66c826064e65","port":57042,"ip":"127.0.0.1","time":1436889915953,"type":"userLogin","userId":"e7577c7b-5d58-46a5-a834-386f52401c19","userLoginId":"0c51236d-5f93-4379-8997-8a840a511497","username":"mike"}`,
+		`{"model":"isym","i":7,"type":"hangup","time":1436889915008,"userId":"e7577c7b"}`,
 		`{"model":"other","i":8}`,
 	}
 	cases := []struct {
@@ -211,13 +215,13 @@ func TestWSISymphonyFilterExamples(t *testing.T) {
 		want    []int
 	}{
 		{"only dial", `"123456"`, `[{"property":"type","value":"dial"}]`,
-			`{"model":"isym","type":"dial","end":"only dial"}`, []int{0, 1}},
+			`{"model":"isym","type":"dial","time":1436889916000,"end":"only dial"}`, []int{0, 1}},
 		{"login and logout", `"2"`, `[{"property":"type","value":"login"},{"property":"type","value":"logout"}]`,
-			`{"model":"isym","type":"logout","end":"login and logout"}`, []int{2, 3, 4, 5}},
+			`{"model":"isym","type":"logout","time":1436889916000,"end":"login and logout"}`, []int{2, 3, 4, 5}},
 		{"login and logout for mikey", `"3"`, `[{"property":"type","value":"login"},{"property":"type","value":"logout"},{"property":"username","value":"mikey"}]`,
-			`{"model":"isym","type":"login","username":"mikey","end":"login and logout for mikey"}`, []int{2, 3}},
+			`{"model":"isym","type":"login","time":1436889916000,"username":"mikey","end":"login and logout for mikey"}`, []int{2, 3}},
 		{"events that reference a user", `"4"`, `[{"property":"username","value":"*"}]`,
-			`{"model":"isym","username":"x","end":"events that reference a user"}`, []int{0, 2, 3, 4, 6}},
+			`{"model":"isym","type":"x","time":1436889916000,"username":"x","end":"events that reference a user"}`, []int{0, 2, 3, 4, 6}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -314,13 +318,15 @@ func TestWSAuthAndPaths(t *testing.T) {
 			t.Fatalf("%s: %v, want HTTP %d", what, err, code)
 		}
 		var e struct {
-			Error string `json:"error"`
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+			Error   string `json:"error"`
 		}
 		if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 			t.Fatalf("%s: Content-Type %q", what, ct)
 		}
-		if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || !strings.Contains(e.Error, wantMsg) {
-			t.Fatalf("%s: error body %q (%v), want it to mention %q", what, e.Error, err, wantMsg)
+		if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || !strings.Contains(e.Message, wantMsg) || e.Error == "" || e.Code != code {
+			t.Fatalf("%s: error body %+v (%v), want code %d and a message mentioning %q", what, e, err, code, wantMsg)
 		}
 		if code == http.StatusUnauthorized && len(resp.Header.Values("WWW-Authenticate")) == 0 {
 			t.Fatalf("%s: 401 without WWW-Authenticate", what)
@@ -568,6 +574,14 @@ func TestWSSinceReplayThenLive(t *testing.T) {
 // changes to its configuration; a TLS node is reached over https.
 func startWSNode(t *testing.T, change func(cfg *node.Config)) *testNode {
 	t.Helper()
+	lw := &testLog{t: t}
+	t.Cleanup(lw.close)
+	return startNodeLogging(t, change, slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelWarn})))
+}
+
+// startNodeLogging is startWSNode with the node's logger given.
+func startNodeLogging(t *testing.T, change func(cfg *node.Config), logger *slog.Logger) *testNode {
+	t.Helper()
 	cfg := node.Default()
 	cfg.DataDir = t.TempDir()
 	cfg.HTTPAddr = "127.0.0.1:0"
@@ -576,9 +590,7 @@ func startWSNode(t *testing.T, change func(cfg *node.Config)) *testNode {
 	cfg.RaftHeartbeatTimeout = 200 * time.Millisecond
 	cfg.RaftElectionTimeout = 200 * time.Millisecond
 	change(&cfg)
-	lw := &testLog{t: t}
-	t.Cleanup(lw.close)
-	n, err := node.Start(cfg, "test", slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	n, err := node.Start(cfg, "test", logger)
 	if err != nil {
 		t.Fatalf("node.Start: %v", err)
 	}

@@ -50,44 +50,56 @@ func (r *reconciler) run(ctx context.Context) {
 	}
 }
 
+// judge decides each node's health at now from its committed reports, and
+// returns the verdicts to commit and the candidates for assignment. A node
+// is down when this leader has not seen a new report of it for down-after.
+// A node this leader has not judged before (every node, right after an
+// election) is given a whole down-after from now: when its last report
+// was committed does not count, because the election itself (and a busy
+// machine's slow commits around it) held reports back, and judging by it
+// would mark every node down at once, the new leader included, and move
+// subscriptions off healthy owners.
+func (r *reconciler) judge(st *fsm.State, now time.Time) ([]*fsm.SetHealth, []fsm.Candidate) {
+	var health []*fsm.SetHealth
+	var nodes []fsm.Candidate
+	nowMs := now.UnixMilli()
+	cfg := r.n.cfg
+	for _, nd := range st.SortedNodes() {
+		seen, known := r.seenAt[nd.ID]
+		newReport := known && nd.LastReportSeq != r.lastSeq[nd.ID]
+		if !known || newReport {
+			r.lastSeq[nd.ID], r.seenAt[nd.ID] = nd.LastReportSeq, now
+			seen = now
+		}
+		reported := nd.LastReportSeq != 0
+		up := reported && now.Sub(seen) < cfg.DownAfter
+		switch {
+		case up && nd.Health != fsm.HealthUp && (newReport || nd.Health == ""):
+			// Up on its first report, and up again on its next one.
+			health = append(health, &fsm.SetHealth{Node: nd.ID, Up: true, AtMs: nowMs})
+		case !up && reported && nd.Health != fsm.HealthDown:
+			health = append(health, &fsm.SetHealth{Node: nd.ID, Up: false, AtMs: nowMs})
+		}
+		isUp := nd.Health == fsm.HealthUp && up
+		nodes = append(nodes, fsm.Candidate{
+			ID: nd.ID, Up: isUp, Draining: nd.Draining, Witness: nd.Witness,
+			Stable: isUp && nowMs-nd.UpSinceMs >= cfg.StableAfter.Milliseconds(),
+		})
+	}
+	return health, nodes
+}
+
 // step runs one round: health first, then assignment, then expiry.
 func (r *reconciler) step(ctx context.Context, now time.Time) error {
 	var health []*fsm.SetHealth
-	var nodes []fsm.Candidate
 	var moves []fsm.Move
 	var expired []string
-	nowMs := now.UnixMilli()
-	cfg := r.n.cfg
 	r.n.fsm.Read(func(st *fsm.State) {
-		for _, nd := range st.SortedNodes() {
-			seen, known := r.seenAt[nd.ID]
-			newReport := known && nd.LastReportSeq != r.lastSeq[nd.ID]
-			if !known || newReport {
-				r.lastSeq[nd.ID], r.seenAt[nd.ID] = nd.LastReportSeq, now
-				seen = now
-				// A new leader counts from when this node applied the
-				// report (it was a follower then), not from its election.
-				if at, ok := r.n.reports.get(nd.ID, nd.LastReportSeq); !known && ok && at.Before(now) {
-					r.seenAt[nd.ID], seen = at, at
-				}
-			}
-			reported := nd.LastReportSeq != 0
-			up := reported && now.Sub(seen) < cfg.DownAfter
-			switch {
-			case up && nd.Health != fsm.HealthUp && (newReport || nd.Health == ""):
-				// Up on its first report, and up again on its next one.
-				health = append(health, &fsm.SetHealth{Node: nd.ID, Up: true, AtMs: nowMs})
-			case !up && reported && nd.Health != fsm.HealthDown:
-				health = append(health, &fsm.SetHealth{Node: nd.ID, Up: false, AtMs: nowMs})
-			}
-			isUp := nd.Health == fsm.HealthUp && up
-			nodes = append(nodes, fsm.Candidate{
-				ID: nd.ID, Up: isUp, Draining: nd.Draining, Witness: nd.Witness,
-				Stable: isUp && nowMs-nd.UpSinceMs >= cfg.StableAfter.Milliseconds(),
-			})
-		}
-		moves, expired = plan(st, nodes, nowMs)
+		var nodes []fsm.Candidate
+		health, nodes = r.judge(st, now)
+		moves, expired = plan(st, nodes, now.UnixMilli())
 	})
+	nowMs := now.UnixMilli()
 	for _, c := range health {
 		if err := r.n.applyChecked(ctx, c); err != nil {
 			return err

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
+	"time"
 
+	"github.com/hookswitch/hookswitch/dispatch/webhook"
 	"github.com/hookswitch/hookswitch/fsm"
 )
 
@@ -176,4 +178,82 @@ func otherThan(id string, ids ...string) string {
 		}
 	}
 	return ""
+}
+
+// TestJudgeNewLeaderGivesEveryNodeDownAfter: a new leader's reconciler
+// (fresh bookkeeping) sees reports that were committed long before its
+// election. It must not mark any node down before down-after has passed
+// since it started judging, and then only the nodes whose reports did not
+// move; a node that reports again is up.
+func TestJudgeNewLeaderGivesEveryNodeDownAfter(t *testing.T) {
+	const downAfter = 1200 * time.Millisecond
+	r := newReconciler(&Node{cfg: Config{DownAfter: downAfter, StableAfter: time.Second}})
+	st := fsm.NewState()
+	for _, id := range []string{"n1", "n2", "n3"} {
+		// Up and stable for an hour; their last reports are a minute old.
+		st.Nodes[id] = &fsm.Node{ID: id, Health: fsm.HealthUp, LastReportSeq: 7, UpSinceMs: time.Now().Add(-time.Hour).UnixMilli()}
+	}
+	elected := time.Now()
+	verdicts := func(now time.Time) map[string]bool {
+		out := map[string]bool{}
+		h, _ := r.judge(st, now)
+		for _, v := range h {
+			out[v.Node] = v.Up
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		after  time.Duration
+		report string // a node whose report moves before this round
+		want   map[string]bool
+	}{
+		{0, "", map[string]bool{}},
+		{downAfter / 2, "n2", map[string]bool{}},
+		{downAfter - time.Millisecond, "", map[string]bool{}},
+		// n1 and n3 said nothing since the election; n2 reported at
+		// downAfter/2, so it has until 1.5×downAfter.
+		{downAfter, "", map[string]bool{"n1": false, "n3": false}},
+	} {
+		if tc.report != "" {
+			st.Nodes[tc.report].LastReportSeq++
+		}
+		if got := verdicts(elected.Add(tc.after)); !reflect.DeepEqual(got, tc.want) {
+			t.Fatalf("%s after the election: verdicts %v, want %v", tc.after, got, tc.want)
+		}
+	}
+	// Stable candidates right after the election: nobody is moved for
+	// want of a stable node.
+	r2 := newReconciler(&Node{cfg: Config{DownAfter: downAfter, StableAfter: time.Second}})
+	_, nodes := r2.judge(st, elected)
+	for _, c := range nodes {
+		if !c.Up || !c.Stable {
+			t.Fatalf("candidate %+v right after the election: want up and stable", c)
+		}
+	}
+}
+
+// TestRunStatus: a run starts with the replicated status, so a restarted
+// node or a new owner does not show the subscription pending again; a
+// status that is not a delivery status (waiting) is derived from the
+// replicated counters.
+func TestRunStatus(t *testing.T) {
+	for _, tc := range []struct {
+		status            string
+		lastPost, lastErr int64
+		want              webhook.State
+	}{
+		{fsm.StatusActive, 10, 0, webhook.StateActive},
+		{fsm.StatusError, 10, 20, webhook.StateError},
+		{fsm.StatusPending, 0, 0, webhook.StatePending},
+		{"", 0, 0, webhook.StatePending},
+		{fsm.StatusWaiting, 0, 0, webhook.StatePending},
+		{fsm.StatusWaiting, 30, 20, webhook.StateActive},
+		{fsm.StatusWaiting, 10, 20, webhook.StateError},
+	} {
+		s := &fsm.Subscription{Status: tc.status}
+		s.Counters.LastPostMs, s.Counters.LastErrorMs = tc.lastPost, tc.lastErr
+		if got := runStatus(s); got != tc.want {
+			t.Errorf("runStatus(status %q, last post %d, last error %d) = %s, want %s", tc.status, tc.lastPost, tc.lastErr, got, tc.want)
+		}
+	}
 }

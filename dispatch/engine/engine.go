@@ -9,6 +9,7 @@ import (
 
 	"github.com/hookswitch/hookswitch/dispatch"
 	"github.com/hookswitch/hookswitch/dispatch/match"
+	"github.com/hookswitch/hookswitch/dispatch/stats"
 	"github.com/hookswitch/hookswitch/dispatch/webhook"
 	"github.com/hookswitch/hookswitch/store/eventlog"
 )
@@ -57,6 +58,11 @@ type Sub struct {
 	StartMs      int64
 	Cursors      map[string]Cursor // by source node
 	FailingSince time.Time
+	// Status is the replicated status the run starts with (pending,
+	// active or error; empty means pending): a node that restarts, or
+	// takes the subscription over, does not show it pending again until
+	// it posts.
+	Status webhook.State
 }
 
 // ID is the subscription id.
@@ -72,6 +78,8 @@ type Options struct {
 	RestartDelay time.Duration
 	// Worker is passed to every worker (tests set Sleep to skip backoff).
 	Worker webhook.WorkerOptions
+	// Stats counts outcomes per minute for the dashboard (nil: not kept).
+	Stats *stats.Minutes
 }
 
 // Engine delivers the events of the source logs to the subscriptions this
@@ -351,6 +359,7 @@ func (e *Engine) stopSub(ss *subState) {
 		e.filtered--
 	}
 	e.index.Remove(ss.sub.ID())
+	ss.freeze()
 	if ss.started && !ss.stopped {
 		ss.stoppedAt = time.Now()
 		e.stopping[ss.sub.ID()] = ss
@@ -371,10 +380,16 @@ func (e *Engine) startWorker(ss *subState) {
 	go func() {
 		defer e.wg.Done()
 		defer cancel()
-		if ss.prev != nil {
+		if prev := ss.prev; prev != nil {
 			// One POST in flight per subscription: the previous run
 			// finishes first, and this one continues from its positions.
-			<-ss.prev.done
+			<-prev.done
+			e.mu.Lock()
+			if ss.resume {
+				ss.inherit(prev)
+			}
+			ss.prev = nil // no chain of runs kept alive
+			e.mu.Unlock()
 		}
 		ss.run(ctx)
 	}()

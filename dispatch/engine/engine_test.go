@@ -24,9 +24,16 @@ type receiver struct {
 	srv    *httptest.Server
 }
 
-func newReceiver(t *testing.T) *receiver {
+func newReceiver(t *testing.T) *receiver { return newHoldingReceiver(t, nil) }
+
+// newHoldingReceiver is a receiver that calls before (when not nil) at the
+// start of every request: a test holds POSTs in flight with it.
+func newHoldingReceiver(t *testing.T, before func()) *receiver {
 	r := &receiver{events: map[string][]map[string]any{}}
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if before != nil {
+			before()
+		}
 		b, _ := io.ReadAll(req.Body)
 		var evs []map[string]any
 		if err := json.Unmarshal(b, &evs); err != nil {

@@ -66,6 +66,9 @@ func newSubState(e *Engine, s Sub) *subState {
 		notify: make(chan struct{}, 1), done: make(chan struct{}),
 		srcs: map[string]*subSrc{}, status: webhook.StatePending,
 	}
+	if s.Status != "" {
+		ss.status = s.Status
+	}
 	if !s.FailingSince.IsZero() {
 		ss.failingSinceMs = s.FailingSince.UnixMilli()
 	}
@@ -130,8 +133,26 @@ func (ss *subState) stop() {
 	ss.wake()
 }
 
+// freeze detaches a stopping run from the source readers: from now on no
+// reader offers it events, so its position in each source must stop at
+// what the reader had offered it so far. An attached position is the
+// reader's, which keeps moving; left attached, a stopped run would claim
+// (in its final report, and to a run that resumes from it) every event the
+// reader passes after the stop, delivered or not. Called with the engine's
+// mutex held, so no reader is between an offer and its position update.
+func (ss *subState) freeze() {
+	for node, sp := range ss.srcs {
+		if sp.attached {
+			sp.attached = false
+			sp.readPos = ss.e.sources[node].pos
+		}
+	}
+}
+
 // cursor is the position up to which the subscription has consumed a
-// source: every event up to it is delivered or passed over.
+// source: every event up to it is delivered or passed over. An attached
+// source's position is its reader's: every event up to it was offered to
+// this run (freeze keeps that true once the run stops).
 func (ss *subState) cursor(node string) uint64 {
 	sp := ss.srcs[node]
 	switch {
@@ -318,6 +339,9 @@ func (ss *subState) take(max int) []*dispatch.Event {
 // behind it). Called with the mutex held.
 func (ss *subState) plan() (job func() error, wait bool) {
 	e := ss.e
+	if ss.stopped {
+		return nil, false // its worker is ending: positions stay frozen
+	}
 	for node, src := range e.sources {
 		sp := ss.srcs[node]
 		if sp != nil && sp.inc != src.inc {
@@ -348,21 +372,34 @@ func (ss *subState) plan() (job func() error, wait bool) {
 	return nil, wait
 }
 
-// initSource sets the subscription's position in a source log: where its
-// previous run stopped, else its committed cursor for this incarnation of
-// the log, else the first event at or after its start time.
+// inherit takes the final positions of the previous run of the same
+// generation, which has ended: this run continues exactly where that one
+// stopped (which may be ahead of the committed cursors, whose report may
+// not be committed yet). It takes them before it starts, not when it first
+// plans a source, so that a run stopped before it ever ran (a lease that
+// flaps while a POST of the run before is in flight) still hands them on
+// in its final report and to the next run; with them, nothing delivered
+// is sent again from an older committed cursor. Called with the engine's
+// mutex held.
+func (ss *subState) inherit(prev *subState) {
+	for node, psp := range prev.srcs {
+		if ss.srcs[node] == nil {
+			ss.srcs[node] = &subSrc{inc: psp.inc, readPos: prev.cursor(node)}
+		}
+	}
+}
+
+// initSource sets the subscription's position in a source log it has none
+// in (inherit gives it those of a previous run): its committed cursor for
+// this incarnation of the log, else the first event at or after its start
+// time.
 func (ss *subState) initSource(node string, src *source) error {
 	l := src.log
 	inc := l.Incarnation()
 	var pos uint64
 	var known bool
 	e := ss.e
-	e.mu.Lock()
-	if p := ss.prev; ss.resume && p != nil && p.srcs[node] != nil && p.srcs[node].inc == inc {
-		pos, known = p.cursor(node), true
-	}
-	e.mu.Unlock()
-	if c, ok := ss.sub.Cursors[node]; !known && ok && c.Incarnation == inc {
+	if c, ok := ss.sub.Cursors[node]; ok && c.Incarnation == inc {
 		pos, known = c.Seq, true
 	}
 	if !known {
@@ -428,7 +465,7 @@ func (ss *subState) catchUp(node string, src *source, from, to uint64) error {
 	}
 	sp.queue = append(sp.queue, queued...)
 	sp.readPos = last
-	if sp.readPos == src.pos {
+	if sp.readPos == src.pos && !ss.stopped {
 		sp.attached = true
 	}
 	return nil
@@ -485,6 +522,7 @@ func (ss *subState) Delivered(_ string, n int, _ webhook.Result) {
 	ss.events += uint64(n)
 	ss.e.totals.Posts++
 	ss.e.totals.Events += uint64(n)
+	ss.e.opts.Stats.Delivered(ss.sub.ID(), n)
 	ss.status = webhook.StateActive
 	ss.lastPostMs = time.Now().UnixMilli()
 	ss.failingSinceMs = 0
@@ -495,8 +533,10 @@ func (ss *subState) Failed(_ string, r webhook.Result, _ int) {
 	ss.e.mu.Lock()
 	defer ss.e.mu.Unlock()
 	now := time.Now().UnixMilli()
+	ss.posts++ // posts-count counts every attempt (NetSapiens' definition)
 	ss.errs++
 	ss.e.totals.Errors++
+	ss.e.opts.Stats.Failed(ss.sub.ID())
 	ss.status = webhook.StateError
 	ss.lastError, ss.lastErrorMs = errorText(r), now
 	if ss.failingSinceMs == 0 {

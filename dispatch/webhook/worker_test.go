@@ -255,11 +255,14 @@ func TestWorkerGoneSuspends(t *testing.T) {
 	if len(s.src.ackedIDs()) != 0 {
 		t.Fatal("a 410 batch was acknowledged")
 	}
+	// A 410 is a failed attempt (error-count counts it), then the
+	// suspension.
 	calls := s.obs.all()
-	if len(calls) != 1 || calls[0].kind != "suspended" || calls[0].r.Status != 410 || !calls[0].r.Gone {
-		t.Fatalf("observer calls = %+v", calls)
+	if len(calls) != 2 || calls[0].kind != "failed" || calls[1].kind != "suspended" ||
+		calls[1].r.Status != 410 || !calls[1].r.Gone {
+		t.Fatalf("observer calls = %+v, want failed then suspended", calls)
 	}
-	if st := w.Status(); st.State != StateSuspended || st.LastError == "" {
+	if st := w.Status(); st.State != StateSuspended || st.LastError == "" || st.Errors != 1 {
 		t.Fatalf("status = %+v", st)
 	}
 	if len(s.sleeps.all()) != 0 {
@@ -483,5 +486,38 @@ func TestWorkerPending(t *testing.T) {
 	}
 	if err := run.stop(t); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A graceful stop waits for the POST in flight only until InFlight is done
+// (a shutdown's deadline): then the POST is cancelled, its batch is not
+// acknowledged and nothing is counted as the receiver's failure.
+func TestWorkerStopInFlightDeadline(t *testing.T) {
+	var rc *receiver
+	rc = newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) { rc.block(r, nil) })
+	s := newSetup(t, rc, EncodingJSONArray, 10)
+	s.target.Timeout = time.Hour // only the deadline ends the POST
+	deadline, expire := context.WithCancel(context.Background())
+	defer expire()
+	s.opts.InFlight = deadline
+	s.src.push(mkEvents(t, 1, 1)...)
+	w, run := s.start(t)
+	rc.next(t) // in flight
+	run.cancel()
+	if run.ended() {
+		t.Fatal("Run returned with a POST in flight before the deadline")
+	}
+	expire()
+	if err := run.wait(t); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	if got := s.src.ackedIDs(); len(got) != 0 {
+		t.Fatalf("a cancelled POST's batch was acknowledged: %v", got)
+	}
+	if c := s.obs.all(); len(c) != 0 {
+		t.Fatalf("a cancelled POST is reported as %+v", c)
+	}
+	if st := w.Status(); st.State != StatePending || st.Errors != 0 {
+		t.Fatalf("status = %+v", st)
 	}
 }

@@ -132,6 +132,11 @@ func TestClientSubscriptions(t *testing.T) {
 	}
 	_, err = c.CreateSub(ctx, client.Fields{"id": "s1", "model": "call", "post-url": hookURL})
 	wantAPIError(t, "CreateSub of an existing id", err, http.StatusConflict, "id")
+	_, err = c.CreateSub(ctx, client.Fields{"model": "call", "post-url": hookURL, "domain": "D1"})
+	wantAPIError(t, "CreateSub with the parameters of s1", err, http.StatusConflict, "")
+	if !strings.Contains(err.Error(), "s1") {
+		t.Fatalf("409 %q does not name s1", err)
+	}
 	_, err = c.CreateSub(ctx, client.Fields{"model": "call", "post-url": "ftp://x"})
 	wantAPIError(t, "CreateSub with a bad post-url", err, http.StatusBadRequest, "post-url")
 	if got := err.Error(); !strings.Contains(got, "400") || !strings.Contains(got, "post-url") {

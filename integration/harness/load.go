@@ -194,6 +194,17 @@ func (l *Load) Errors() (int, string) {
 	return l.errs, l.lastErr
 }
 
+// IngestError is an ingest request answered with another status than 202.
+type IngestError struct {
+	Node   string
+	Status int
+	Body   string
+}
+
+func (e *IngestError) Error() string {
+	return fmt.Sprintf("ingest on %s: %d %s: %s", e.Node, e.Status, http.StatusText(e.Status), e.Body)
+}
+
 // Ingest posts events to the node's /v1/events (loopback needs no token)
 // and returns the event-ids of a 202 answer; any other answer, an answer
 // whose ids do not match the events, or a transport error is an error.
@@ -219,7 +230,7 @@ func Ingest(ctx context.Context, nd *Node, timeout time.Duration, events []map[s
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusAccepted {
-		return nil, fmt.Errorf("ingest on %s: %s: %s", nd.ID, resp.Status, b)
+		return nil, &IngestError{Node: nd.ID, Status: resp.StatusCode, Body: string(b)}
 	}
 	var res client.IngestResult
 	if err := json.Unmarshal(b, &res); err != nil {

@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -212,7 +213,14 @@ func (l *Log) commit(batch []*appendReq) {
 	})
 	if err != nil {
 		err = dbErr("commit", err)
-		l.log.Error("commit failed", "events", events, "calls", len(batch), "err", err)
+		switch {
+		case !errors.Is(err, ErrNoSpace):
+			l.log.Error("commit failed", "events", events, "calls", len(batch), "err", err)
+		case !l.full:
+			l.full = true
+			l.log.Error("the disk under the event log is full: appends fail (ingest answers 507) until space returns",
+				"path", l.path, "err", err)
+		}
 		for _, r := range batch {
 			r.done <- appendResult{err: err}
 		}
@@ -220,6 +228,10 @@ func (l *Log) commit(batch []*appendReq) {
 	}
 	l.lastIngestMs = ms
 	l.commits.Add(1)
+	if l.full {
+		l.full = false
+		l.log.Info("space returned under the event log: appends succeed again", "path", l.path)
+	}
 
 	l.mu.Lock()
 	l.last = lastSeq

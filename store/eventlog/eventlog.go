@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -72,6 +73,10 @@ var (
 	ErrNotNext = errors.New("eventlog: mirrored records do not follow the last one")
 	// ErrInvalidOptions is returned by Open for unusable Options.
 	ErrInvalidOptions = errors.New("eventlog: invalid options")
+	// ErrNoSpace: the file system under the log is full (ENOSPC, or a
+	// quota: EDQUOT). Nothing of the failed append was stored; appends
+	// succeed again once space returns.
+	ErrNoSpace = errors.New("eventlog: no space left on the device")
 )
 
 // Bucket and meta key names.
@@ -156,6 +161,10 @@ type Log struct {
 	// lastIngestMs is the IngestMs of the newest record, to keep IngestMs
 	// non-decreasing; set by load, then owned by the committer goroutine.
 	lastIngestMs int64
+	// full is true from a commit that failed for want of space until the
+	// next one that succeeds: one log line per episode, not one per
+	// request. Owned by the committer goroutine.
+	full bool
 
 	commits atomic.Uint64
 	appends atomic.Uint64
@@ -399,6 +408,9 @@ func dbErr(op string, err error) error {
 	}
 	if errors.Is(err, ErrCorrupt) {
 		return err
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %s: %v", ErrNoSpace, op, err)
 	}
 	return fmt.Errorf("eventlog: %s: %w", op, err)
 }

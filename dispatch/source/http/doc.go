@@ -8,7 +8,8 @@
 //     the application/x-www-form-urlencoded fields of one event (Enswitch;
 //     converted with dispatch.FormToObject); Content-Type negotiation (a
 //     missing or text/plain type is sniffed: JSON when the body starts with
-//     '{' or '['), 415 for anything else;
+//     '{' or '['; a form-typed body that starts with '{' or '[' is JSON too,
+//     as curl -d sends JSON as a form), 415 for anything else;
 //   - the request limits: body ≤ MaxBodyBytes (4 MiB, 413), ≤ MaxEvents
 //     (10,000) events per request (413), each event ≤ dispatch.MaxEventBytes
 //     (64 KiB, 400 naming its index);
@@ -18,8 +19,9 @@
 //     202 {"accepted":N,"event-ids":[...]} only after Append returned (the
 //     log fsyncs before it returns), 400 naming the event index and the
 //     reason when any event is invalid, 503 when the log fails;
-//   - the JSON error shape {"error":"...","field":"...","index":N} (field and
-//     index only when one event or one field is at fault).
+//   - the JSON error shape of the API,
+//     {"code":N,"message":"...","error":"...","field":"...","index":N}
+//     (field "" and no index unless one field or one event is at fault).
 //
 // What it must not do: it never imports httpapi, node or fsm (they depend on
 // dispatch, not the other way round); it does not decide who may ingest (the

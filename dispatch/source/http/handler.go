@@ -128,12 +128,14 @@ type reqError struct {
 	index  int // the event at fault, or -1
 }
 
-// errorBody is the JSON error of the API (DESIGN.md), with the index of the
-// event at fault for ingest.
+// errorBody is the JSON error of the API (DESIGN.md: code, message, error,
+// field), with the index of the event at fault for ingest.
 type errorBody struct {
-	Error string `json:"error"`
-	Field string `json:"field,omitempty"`
-	Index *int   `json:"index,omitempty"`
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+	Error   string `json:"error"`
+	Field   string `json:"field"`
+	Index   *int   `json:"index,omitempty"`
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -229,29 +231,40 @@ func (h *handler) putEntries(p *[]eventlog.Entry) {
 
 func (h *handler) appendFailed(w http.ResponseWriter, r *http.Request, n int, err error) {
 	msg := "the event log could not store the events; none of them was accepted, retry the request"
-	if r.Context().Err() != nil {
+	status := http.StatusServiceUnavailable
+	switch {
+	case errors.Is(err, eventlog.ErrNoSpace):
+		// The log says so once per episode; a PBX retrying would
+		// otherwise flood the journal of a node that is already short of
+		// disk.
+		status = http.StatusInsufficientStorage
+		msg = "the disk under the event log is full; none of the events was accepted, retry the request once space returns"
+	case r.Context().Err() != nil:
 		// The client is gone: the log may or may not have taken the
 		// events (eventlog.Log.Append); nobody reads this answer.
 		h.logger.Warn("ingest request cancelled before the events were durable; outcome unknown",
 			"events", n, "remote", r.RemoteAddr, "err", err)
 		msg = "the request was cancelled before the events were durable; their outcome is unknown"
-	} else {
+	default:
 		h.logger.Error("append to the event log failed; answered 503",
 			"events", n, "remote", r.RemoteAddr, "err", err)
 	}
 	w.Header()["Retry-After"] = h.retryAfter
-	h.fail(w, &reqError{status: http.StatusServiceUnavailable, msg: msg, index: -1})
+	h.fail(w, &reqError{status: status, msg: msg, index: -1})
 }
 
 // fail writes e as the JSON error.
 func (h *handler) fail(w http.ResponseWriter, e *reqError) {
-	body := errorBody{Error: e.msg, Field: e.field}
+	body := errorBody{Code: e.status, Message: e.msg, Error: e.msg, Field: e.field}
+	if e.field != "" {
+		body.Message = e.field + ": " + e.msg
+	}
 	if e.index >= 0 {
 		body.Index = &e.index
 	}
 	b, err := json.Marshal(body)
 	if err != nil { // cannot happen: strings and an int
-		b = []byte(`{"error":"internal error"}`)
+		b = []byte(`{"code":500,"message":"internal error","error":"internal error","field":""}`)
 	}
 	w.Header()["Content-Type"] = h.ctJSON
 	w.WriteHeader(e.status)
@@ -367,6 +380,13 @@ func readBody(r io.Reader, dst []byte, contentLength int64) ([]byte, error) {
 // parseBody validates every event of the body and returns them as entries
 // (appended to dst), or the error that refuses the whole request.
 func parseBody(kind bodyKind, ct string, body []byte, dst []eventlog.Entry) ([]eventlog.Entry, *reqError) {
+	if kind == kindForm && looksJSON(body) {
+		// curl -d sends application/x-www-form-urlencoded unless told
+		// otherwise; a form body cannot start with '{' or '[' (they are
+		// not valid in a form key without percent-encoding in practice),
+		// so such a body is the JSON its sender meant.
+		kind = kindJSON
+	}
 	if kind == kindForm {
 		vals, err := url.ParseQuery(string(body))
 		if err != nil {
@@ -446,6 +466,13 @@ func truncate(s string) string {
 		return s
 	}
 	return s[:maxQuoted] + "…"
+}
+
+// looksJSON reports whether a body's first byte after white space (and a
+// byte order mark) opens a JSON object or array.
+func looksJSON(b []byte) bool {
+	b = trimBOM(trimLeftSpace(b))
+	return len(b) > 0 && (b[0] == '{' || b[0] == '[')
 }
 
 func trimLeftSpace(b []byte) []byte {

@@ -61,6 +61,11 @@ func TestIngestAccepted(t *testing.T) {
 		{"+json media type", "application/vnd.hookswitch+json", `{"model":"call"}`, []string{"call"}, []string{`{"model":"call"}`}},
 		{"case-insensitive media type", "Application/JSON", `{"model":"call"}`, []string{"call"}, []string{`{"model":"call"}`}},
 		{"byte order mark", "application/json", "\xef\xbb\xbf{\"model\":\"call\"}", []string{"call"}, []string{`{"model":"call"}`}},
+		// curl -d sends JSON as application/x-www-form-urlencoded.
+		{"JSON object with a form Content-Type", "application/x-www-form-urlencoded", " {\"model\":\"call\",\"a\":1}",
+			[]string{"call"}, []string{`{"model":"call","a":1}`}},
+		{"JSON array with a form Content-Type", "application/x-www-form-urlencoded", `[{"class":"call"},{"model":"cdr"}]`,
+			[]string{"call", "cdr"}, []string{`{"class":"call","model":"call"}`, `{"model":"cdr"}`}},
 	}
 	total := int64(0)
 	for _, tt := range tests {
@@ -135,6 +140,15 @@ func TestIngestRejected(t *testing.T) {
 		{"class malformed", "application/json", `{"class":"9x"}`, 400, "class", "class", 0},
 		{"domain not a string", "application/json", `{"model":"call","domain":{"a":1}}`, 400, "domain must be a string or an array of strings", "domain", 0},
 		{"duplicate field", "application/json", `{"model":"call","a":1,"a":2}`, 400, "duplicate field", "a", 0},
+		{"nested deeper than delivery decodes", "application/json",
+			`[{"model":"call"},{"model":"call","a":` + strings.Repeat("[", dispatch.MaxEventDepth) + strings.Repeat("]", dispatch.MaxEventDepth) + `}]`,
+			400, `event 1: field "a" makes the event nest 33 levels deep, more than the limit of 32`, "a", 1},
+		{"nested as deep as encoding/json allows", "application/json",
+			`{"model":"call","a":` + strings.Repeat("[", 10000) + strings.Repeat("]", 10000) + `}`,
+			400, "more than the limit of 32", "a", 0},
+		{"nested deeper than encoding/json reads", "application/json",
+			`{"model":"call","a":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `}`,
+			400, "more than the limit of 32", "", 0},
 		{"invalid UTF-8", "application/json", "[{\"model\":\"call\",\"x\":\"\xff\"}]", 400, "event 0: event is not valid UTF-8", "", 0},
 		{"oversize event in an array", "application/json",
 			`[{"model":"call"},{"model":"call"},{"model":"call"},` + big + `,{"model":"call"}]`,
@@ -143,6 +157,7 @@ func TestIngestRejected(t *testing.T) {
 		{"form with a bad class", "application/x-www-form-urlencoded", "class=Bad+Class", 400, `event 0: model "Bad Class" must match`, "model", 0},
 		{"empty form", "application/x-www-form-urlencoded", "", 400, "model is required", "model", 0},
 		{"malformed form", "application/x-www-form-urlencoded", "class=call&x=%zz", 400, "malformed form body", "", -1},
+		{"malformed JSON with a form Content-Type", "application/x-www-form-urlencoded", `{"model":"call",}`, 400, "event 0: invalid JSON", "", 0},
 		{"wrong content type", "application/xml", `<event model="call"/>`, 415, `Content-Type "application/xml" is not supported`, "", -1},
 		{"wrong content type with JSON in it", "application/octet-stream", `{"model":"call"}`, 415, "not supported", "", -1},
 		{"multipart", "multipart/form-data; boundary=x", "--x--", 415, "not supported", "", -1},
@@ -378,6 +393,23 @@ func TestAppendFails(t *testing.T) {
 		}
 		if f.calls != 1 || accepted.Load() != 0 {
 			t.Fatalf("Append calls %d, accepted %d", f.calls, accepted.Load())
+		}
+	})
+	t.Run("disk full", func(t *testing.T) {
+		var logs logBuffer
+		f := &fakeLog{err: fmt.Errorf("%w: commit: write events.db: no space left on device", eventlog.ErrNoSpace)}
+		url := newServer(t, Options{Log: f, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		for range 3 {
+			r := post(t, url, "application/json", `{"model":"call"}`)
+			wantError(t, r, http.StatusInsufficientStorage, "disk under the event log is full", "", -1)
+			if r.header.Get("Retry-After") == "" {
+				t.Fatal("507 without Retry-After")
+			}
+		}
+		// The event log logs the episode once; the handler adds nothing
+		// per request.
+		if s := logs.String(); s != "" {
+			t.Fatalf("the handler logged a full disk per request:\n%s", s)
 		}
 	})
 	t.Run("closed event log", func(t *testing.T) {

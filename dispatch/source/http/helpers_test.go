@@ -116,9 +116,11 @@ type accepted struct {
 
 // apiErr is the JSON error body.
 type apiErr struct {
-	Error string `json:"error"`
-	Field string `json:"field"`
-	Index *int   `json:"index"`
+	Code    int     `json:"code"`
+	Message *string `json:"message"`
+	Error   string  `json:"error"`
+	Field   *string `json:"field"`
+	Index   *int    `json:"index"`
 }
 
 // wantAccepted checks a 202 for n events and returns the sequence number of
@@ -166,14 +168,23 @@ func wantError(t testing.TB, r reply, status int, msgPart, field string, index i
 		t.Fatalf("Content-Type %q", ct)
 	}
 	var e apiErr
-	if err := json.Unmarshal(r.body, &e); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(r.body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&e); err != nil {
 		t.Fatalf("error body %s: %v", r.body, err)
 	}
 	if e.Error == "" || !strings.Contains(e.Error, msgPart) {
 		t.Fatalf("error %q, want it to contain %q", e.Error, msgPart)
 	}
-	if e.Field != field {
-		t.Fatalf("field %q, want %q (error %q)", e.Field, field, e.Error)
+	if e.Field == nil || *e.Field != field {
+		t.Fatalf("field %v, want %q (body %s)", e.Field, field, r.body)
+	}
+	wantMsg := e.Error
+	if field != "" {
+		wantMsg = field + ": " + e.Error
+	}
+	if e.Code != status || e.Message == nil || *e.Message != wantMsg {
+		t.Fatalf("code %d message %v, want %d %q (body %s)", e.Code, e.Message, status, wantMsg, r.body)
 	}
 	switch {
 	case index < 0 && e.Index != nil:
