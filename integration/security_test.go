@@ -106,8 +106,9 @@ func TestClusterMutualTLS(t *testing.T) {
 	defer cancel()
 	root := cl.Root
 	for _, a := range nodes[:3] {
+		// One post-url per subscription: equal parameters are a 409.
 		c := client.New(a.BaseURL(), root).WithTLS(apiTLS)
-		if _, err := c.CreateSub(ctx, client.Fields{"model": "call", "post-url": "http://127.0.0.1:9/x"}); err != nil {
+		if _, err := c.CreateSub(ctx, client.Fields{"model": "call", "post-url": "http://127.0.0.1:9/" + a.ID}); err != nil {
 			t.Fatalf("create a subscription through %s: %v", a.HTTPAddr, err)
 		}
 	}

@@ -420,6 +420,13 @@ func (nd *Node) cleanup() {
 }
 
 func (nd *Node) dumpOutput() {
+	nd.mu.Lock()
+	starts := nd.starts
+	nd.mu.Unlock()
+	if starts == 0 {
+		nd.t.Logf("node %s: never started", nd.name())
+		return
+	}
 	for _, f := range []struct{ name, path string }{{"stdout", nd.stdout}, {"stderr", nd.stderr}} {
 		b, err := os.ReadFile(f.path)
 		if err != nil {
