@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/hookswitch/hookswitch/dispatch/engine"
 	httpsource "github.com/hookswitch/hookswitch/dispatch/source/http"
 	"github.com/hookswitch/hookswitch/dispatch/source/peer"
 	"github.com/hookswitch/hookswitch/fsm"
@@ -67,6 +68,10 @@ type Node struct {
 	forwarder *http.Client
 	nodeToken string
 	pipe      *pipeline
+	// logs returns the pipeline's event logs by source node (set once,
+	// before any loop starts; the leader's reconciler counts waiting
+	// events in them).
+	logs func() map[string]engine.Log
 
 	// RootToken is the super token written at first bootstrap (empty if
 	// this node did not bootstrap the cluster now).
@@ -118,6 +123,7 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	if n.pipe, err = newPipeline(n, version, logger); err != nil {
 		return nil, err
 	}
+	n.logs = n.pipe.logs
 	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("node: http listen %s: %w", cfg.HTTPAddr, err)
