@@ -40,14 +40,24 @@ func (p *pipeline) logs() map[string]engine.Log {
 // "no" subscription whose home node cannot send it (fsm.HomeDown) is
 // waiting, with the lag counted for it in lags when there is one. Only
 // verdicts that change something are returned, in id order.
-func planWaiting(st *fsm.State, lags map[string]uint64) []fsm.Waiting {
+//
+// judged holds, by node, the report sequence number the leader's last
+// health verdict was based on. A home node that has reported since is
+// passed over: it is coming back (its health verdict comes next round),
+// and its report has just set the subscription's status, which a waiting
+// verdict must not overwrite.
+func planWaiting(st *fsm.State, lags map[string]uint64, judged map[string]uint64) []fsm.Waiting {
 	var out []fsm.Waiting
 	for _, s := range st.SortedSubs() {
 		down, reason := fsm.HomeDown(st, s)
 		if !down {
 			continue
 		}
-		w := fsm.Waiting{Sub: s.ID, Generation: s.Generation, HomeSeq: fsm.HomeSeq(st, s), Reason: reason}
+		seq := fsm.HomeSeq(st, s)
+		if _, member := st.Nodes[s.HomeNode]; member && seq != judged[s.HomeNode] {
+			continue
+		}
+		w := fsm.Waiting{Sub: s.ID, Generation: s.Generation, HomeSeq: seq, Reason: reason}
 		if lag, ok := lags[s.ID]; ok {
 			w.Lag = &lag
 		}
@@ -214,7 +224,7 @@ func (r *reconciler) markWaiting(ctx context.Context, now time.Time) error {
 		lags = r.lags.count(subs, lagScanMax) // outside the state lock: it reads logs
 	}
 	var verdicts []fsm.Waiting
-	r.n.fsm.Read(func(st *fsm.State) { verdicts = planWaiting(st, lags) })
+	r.n.fsm.Read(func(st *fsm.State) { verdicts = planWaiting(st, lags, r.lastSeq) })
 	for len(verdicts) > 0 {
 		n := min(len(verdicts), maxMovesPerEntry)
 		if err := r.n.applySkippable(ctx, &fsm.SetWaiting{Subs: verdicts[:n], AtMs: now.UnixMilli()}); err != nil {
