@@ -104,12 +104,19 @@ func applyUpdateSub(st *State, idx uint64, c *UpdateSub) (Result, []Change) {
 	if c.ResetErrors {
 		sub.Counters.Errors = 0
 	}
+	moved := false
 	if c.Home != "" {
 		sub.HomeNode = c.Home
 		if sub.GeoSupport == GeoNo && sub.Owner != c.Home {
 			sub.Owner = c.Home
 			sub.Generation++
+			moved = true
 		}
+	}
+	if sub.Status == StatusWaiting && (sub.GeoSupport != GeoNo || moved) {
+		// It no longer waits for that node (the leader says so again if
+		// its new home is down too).
+		sub.Status = settledStatus(&sub.Counters)
 	}
 	st.Subs[sub.ID] = sub
 	return Result{Sub: sub.Clone()}, []Change{subChange(sub)}

@@ -46,10 +46,12 @@ func PinnedHome(spec *SubSpec, origin, current string) string {
 
 // HomeDown reports whether sub waits for its home node: it is geo "no",
 // pinned there (owner and home agree; otherwise a move is pending), not
-// paused or suspended, and its home node is not an up member that sends.
-// reason says why when no recovery of the node can end the wait by itself
-// (it is not a member, or it is a witness); it is empty for a node that is
-// down.
+// paused or suspended, and its home node is down, not a member, or a
+// witness. A member that has never reported is not judged yet (as in the
+// leader's health verdicts): a node that just joined does not make its
+// subscriptions waiting for the moment before its first report. reason
+// says why when no recovery of the node can end the wait by itself (it is
+// not a member, or it is a witness); it is empty for a node that is down.
 func HomeDown(st *State, sub *Subscription) (down bool, reason string) {
 	if sub.GeoSupport != GeoNo || sub.Owner != sub.HomeNode || sub.Paused || sub.Status == StatusSuspended {
 		return false, ""
@@ -61,7 +63,20 @@ func HomeDown(st *State, sub *Subscription) (down bool, reason string) {
 	case nd.Witness:
 		return true, fmt.Sprintf("waiting: its home node %q is a witness, which never sends", sub.HomeNode)
 	}
-	return nd.Health != HealthUp, ""
+	return nd.Health == HealthDown, ""
+}
+
+// settledStatus is the status of a subscription that no longer waits,
+// until its sending node reports: what its counters say (pending when it
+// never posted, error when its last attempt failed, else active).
+func settledStatus(c *Counters) string {
+	switch {
+	case c.LastPostMs == 0 && c.LastErrorMs == 0:
+		return StatusPending
+	case c.LastErrorMs > c.LastPostMs:
+		return StatusError
+	}
+	return StatusActive
 }
 
 // HomeSeq is the LastReportSeq of sub's home node (0 if not a member).

@@ -31,8 +31,8 @@ func TestHomeDown(t *testing.T) {
 		wantReason bool
 	}{
 		{name: "home down", sub: "p", want: true},
-		{name: "home never reported", sub: "p", want: true,
-			setup: func(st *fsm.State, _ *fsm.Subscription) { st.Nodes["n2"].Health = "" }},
+		{name: "home never reported: not judged yet", sub: "p",
+			setup: func(st *fsm.State, _ *fsm.Subscription) { st.Nodes["n2"].Health, st.Nodes["n2"].LastReportSeq = "", 0 }},
 		{name: "home up", sub: "p",
 			setup: func(st *fsm.State, _ *fsm.Subscription) { st.Nodes["n2"].Health = fsm.HealthUp }},
 		{name: "home draining still sends", sub: "p",
@@ -188,6 +188,41 @@ func TestUpdateSubHome(t *testing.T) {
 	fsm.Apply(st, 23, &fsm.UpdateSub{ID: "y", Spec: yspec, Home: "n1"})
 	if s := st.Subs["y"]; s.Owner != "n2" || s.Generation != 1 {
 		t.Fatalf("geo yes: owner %q generation %d, want n2 1", s.Owner, s.Generation)
+	}
+}
+
+// TestUpdateSubEndsWaiting: a waiting subscription that no longer waits
+// for that node (it moved, or became geo "yes") shows what its counters
+// say until its sending node reports; an unrelated update keeps waiting.
+func TestUpdateSubEndsWaiting(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		change   func(spec *fsm.SubSpec) string // returns Home
+		counters fsm.Counters
+		want     string
+	}{
+		{name: "unrelated change", change: func(spec *fsm.SubSpec) string { spec.PostURL = "http://x"; return "" },
+			want: fsm.StatusWaiting},
+		{name: "moved, never posted", change: func(spec *fsm.SubSpec) string { spec.PreferredServer = "n1"; return "n1" },
+			want: fsm.StatusPending},
+		{name: "moved, last post failed", change: func(spec *fsm.SubSpec) string { spec.PreferredServer = "n1"; return "n1" },
+			counters: fsm.Counters{LastPostMs: 10, LastErrorMs: 20}, want: fsm.StatusError},
+		{name: "geo yes now", change: func(spec *fsm.SubSpec) string { spec.GeoSupport = "yes"; return "" },
+			counters: fsm.Counters{LastPostMs: 30, LastErrorMs: 20}, want: fsm.StatusActive},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := waitingState()
+			s := st.Subs["p"]
+			s.Status, s.Counters = fsm.StatusWaiting, tc.counters
+			spec := s.SubSpec
+			home := tc.change(&spec)
+			if res, _ := fsm.Apply(st, 20, &fsm.UpdateSub{ID: "p", Spec: spec, Home: home}); res.Err != nil {
+				t.Fatal(res.Err)
+			}
+			if got := st.Subs["p"].Status; got != tc.want {
+				t.Fatalf("status %q, want %q", got, tc.want)
+			}
+		})
 	}
 }
 
