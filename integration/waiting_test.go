@@ -74,6 +74,11 @@ func TestWaitingWhileHomeNodeDown(t *testing.T) {
 	cl.WaitAllUp()
 	acc := recv.WaitDelivered(t, accepted, sub.ID, 60*time.Second)
 	t.Logf("after n2's return: %s", acc)
+	if acc.Duplicates != 0 || acc.OutOfOrder != 0 {
+		// Its cursors past the first delivery were committed before the
+		// kill: nothing is sent twice, and each log's events in order.
+		t.Fatalf("after n2's return: %s, want no duplicates and none out of order", acc)
+	}
 	view(n1, "active with lag 0 once n2 is back", func(v httpapi.SubView) bool {
 		return v.Status == "active" && v.Lag == 0 && v.CurrentActiveServer == n2.ID
 	})
