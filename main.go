@@ -6,6 +6,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,6 +33,7 @@ import (
 	"github.com/hookswitch/hookswitch/httpapi"
 	"github.com/hookswitch/hookswitch/httpapi/client"
 	"github.com/hookswitch/hookswitch/node"
+	"github.com/hookswitch/hookswitch/node/pki"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -67,17 +69,15 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&cf.token, "token", "", "API token (env HOOKSWITCH_TOKEN; default: the local data dir's root-token)")
 	root.PersistentFlags().StringVar(&cf.dataDir, "client-data-dir", "", "data dir whose root-token the client may read (default ./hookswitch-data, then "+node.DefaultDataDir+")")
 	root.PersistentFlags().BoolVar(&cf.json, "json", false, "print JSON instead of a table")
-	root.AddCommand(newAgentCmd(), newSubCmd(cf), newTokenCmd(cf), newStatusCmd(cf), newTailCmd(cf))
+	root.PersistentFlags().StringVar(&cf.ca, "ca", "", "CA certificate to verify an https node with instead of the system roots (env HOOKSWITCH_CA), e.g. the cluster's ca.crt")
+	root.PersistentFlags().StringVar(&cf.cert, "cert", "", "client certificate to present (a node's, for join on a cluster with mutual TLS)")
+	root.PersistentFlags().StringVar(&cf.key, "key", "", "key of --cert")
+	root.AddCommand(newAgentCmd(), newSubCmd(cf), newTokenCmd(cf), newStatusCmd(cf), newTailCmd(cf), newTLSCmd())
 	root.AddCommand(newClusterCmds(cf)...)
 	return root
 }
 
 // ---- agent ----
-
-// setting is one agent setting: a flag, an env var and a TOML key.
-type setting struct {
-	name, usage string
-}
 
 func newAgentCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -115,7 +115,10 @@ func newAgentCmd() *cobra.Command {
 	f.String("tls-cert", "", "TLS certificate for the HTTP API")
 	f.String("tls-key", "", "TLS key for the HTTP API")
 	f.String("cluster-ca", "", "CA for mutual TLS between nodes")
-	f.String("join-token", "", "shared secret a joining node must present")
+	f.String("join-token", "", "the cluster's join token (default: <data-dir>/join-token; a bootstrapping node generates it there)")
+	f.Duration("read-timeout", d.ReadTimeout, "a request's headers and body must arrive within it")
+	f.String("api-rate", node.FormatRate(d.APIRate), "admin API requests per second per token[:burst] (super tokens are not limited; 0: off)")
+	f.String("ingest-rate", node.FormatRate(d.IngestRate), "ingest requests per second per source address[:burst] outside ingest-allow (0: off)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		// Only the agent's own flags are settings: the client flags of
 		// the root command are not read from env or file.
@@ -214,7 +217,14 @@ func agentConfig(fs *pflag.FlagSet) (node.Config, error) {
 	cfg.TrimInterval = dur("trim-interval")
 	cfg.TLSCert, cfg.TLSKey = str("tls-cert"), str("tls-key")
 	cfg.ClusterCA, cfg.JoinToken = str("cluster-ca"), str("join-token")
+	cfg.ReadTimeout = dur("read-timeout")
 	var err error
+	if cfg.APIRate, err = node.ParseRate(str("api-rate")); err != nil {
+		return cfg, fmt.Errorf("api-rate: %w", err)
+	}
+	if cfg.IngestRate, err = node.ParseRate(str("ingest-rate")); err != nil {
+		return cfg, fmt.Errorf("ingest-rate: %w", err)
+	}
 	if cfg.RetentionBytes, err = parseBytes(str("retention-bytes")); err != nil {
 		return cfg, fmt.Errorf("retention-bytes: %w", err)
 	}
@@ -279,10 +289,22 @@ func runAgent(cmd *cobra.Command, cfg node.Config) error {
 	if cfg.Dev {
 		printDevBanner(cmd.OutOrStdout(), n, cfg)
 	}
-	select {
-	case <-ctx.Done():
-	case <-n.Left():
-		logger.Info("this node left the cluster", "component", "main")
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-n.Left():
+			logger.Info("this node left the cluster", "component", "main")
+			break wait
+		case <-hup:
+			// SIGHUP: certificates and keys are read again (the node
+			// logs the outcome).
+			_ = n.Reload()
+		}
 	}
 	logger.Info("shutting down", "component", "main")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
@@ -292,27 +314,56 @@ func runAgent(cmd *cobra.Command, cfg node.Config) error {
 
 func printDevBanner(w io.Writer, n *node.Node, cfg node.Config) {
 	tok, _ := os.ReadFile(filepath.Join(cfg.DataDir, node.RootTokenFile))
-	base := "http://" + n.HTTPAddr()
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	base := scheme + "://" + n.HTTPAddr()
 	fmt.Fprintf(w, `hookswitch (version %s) running in dev mode (single node %q, data in %s)
   API:        %s/v1/subscriptions
   ingest:     %s/v1/events
   health:     %s/healthz   readiness: %s/readyz
+  dashboard:  %s/ui/
   root token: %s
+  join token: %s   (another node joins with --join %s --join-token <it>)
 Try:  export HOOKSWITCH_TOKEN=%s
       hookswitch sub create --model call --post-url http://127.0.0.1:9000/hook
-`, version, n.ID(), cfg.DataDir, base, base, base, base, strings.TrimSpace(string(tok)), strings.TrimSpace(string(tok)))
+`, version, n.ID(), cfg.DataDir, base, base, base, base, base, strings.TrimSpace(string(tok)), n.JoinToken(), n.HTTPAddr(), strings.TrimSpace(string(tok)))
 }
 
 // ---- client commands ----
 
 type clientFlags struct {
 	addr, token, dataDir string
+	ca, cert, key        string
 	json                 bool
 }
 
 func (cf *clientFlags) client() *client.Client {
-	return client.New(cf.target())
+	return cf.clientFor(cf.target())
 }
+
+// clientFor is a client of the node at addr with token and the TLS flags
+// (--ca or HOOKSWITCH_CA, --cert, --key). A TLS flag that cannot be read
+// makes every call fail with the reason (never a silent fallback to the
+// system roots).
+func (cf *clientFlags) clientFor(addr, token string) *client.Client {
+	c := client.New(addr, token)
+	tc, err := cf.tlsConfig()
+	if err != nil {
+		return c.WithHTTPClient(&http.Client{Transport: failTransport{err}})
+	}
+	return c.WithTLS(tc)
+}
+
+func (cf *clientFlags) tlsConfig() (*tls.Config, error) {
+	return client.TLSConfig(firstNonEmpty(cf.ca, os.Getenv(envPrefix+"CA")), cf.cert, cf.key)
+}
+
+// failTransport fails every request with err.
+type failTransport struct{ err error }
+
+func (f failTransport) RoundTrip(*http.Request) (*http.Response, error) { return nil, f.err }
 
 // target is the node address (with its scheme) and the API token the
 // client commands use: flags, then HOOKSWITCH_ADDR / HOOKSWITCH_TOKEN, then
@@ -322,20 +373,26 @@ func (cf *clientFlags) target() (addr, token string) {
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
 	}
-	token = firstNonEmpty(cf.token, os.Getenv(envPrefix+"TOKEN"))
-	if token != "" {
-		return addr, token
-	}
+	return addr, firstNonEmpty(cf.token, os.Getenv(envPrefix+"TOKEN"), cf.localFile(node.RootTokenFile))
+}
+
+// target0 is the node address of target.
+func (cf *clientFlags) target0() string { a, _ := cf.target(); return a }
+
+// localFile reads a secret file of the local data dir (--client-data-dir,
+// else ./hookswitch-data, then the default data dir); "" when none is
+// readable.
+func (cf *clientFlags) localFile(name string) string {
 	dirs := []string{node.DefaultDevDataDir, node.DefaultDataDir}
 	if cf.dataDir != "" {
 		dirs = []string{cf.dataDir}
 	}
 	for _, d := range dirs {
-		if b, err := os.ReadFile(filepath.Join(d, node.RootTokenFile)); err == nil {
-			return addr, strings.TrimSpace(string(b))
+		if b, err := os.ReadFile(filepath.Join(d, name)); err == nil {
+			return strings.TrimSpace(string(b))
 		}
 	}
-	return addr, ""
+	return ""
 }
 
 func firstNonEmpty(vals ...string) string {
@@ -650,15 +707,22 @@ func newStatusCmd(cf *clientFlags) *cobra.Command {
 
 func newClusterCmds(cf *clientFlags) []*cobra.Command {
 	join := &cobra.Command{Use: "join HTTP_ADDR", Short: "Ask a running cluster (any member) to add this node", Args: cobra.ExactArgs(1)}
-	join.Flags().String("join-token", "", "the cluster's join token (env HOOKSWITCH_JOIN_TOKEN); else --token must be a super token of that cluster")
+	join.Flags().String("join-token", "", "the cluster's join token (env HOOKSWITCH_JOIN_TOKEN; default: the local data dir's join-token file)")
 	join.RunE = func(c *cobra.Command, args []string) error {
 		self, err := cf.client().Self(c.Context())
 		if err != nil {
 			return fmt.Errorf("reading this node: %w", err)
 		}
 		secret, _ := c.Flags().GetString("join-token")
-		secret = firstNonEmpty(secret, os.Getenv(envPrefix+"JOIN_TOKEN"), cf.token, os.Getenv(envPrefix+"TOKEN"))
-		if err := client.New(args[0], secret).Join(c.Context(), self); err != nil {
+		secret = firstNonEmpty(secret, os.Getenv(envPrefix+"JOIN_TOKEN"), cf.localFile(node.JoinTokenFile))
+		if secret == "" {
+			return fmt.Errorf("no join token: pass --join-token, set HOOKSWITCH_JOIN_TOKEN, or copy the cluster's %s file into the data dir", node.JoinTokenFile)
+		}
+		remote := args[0]
+		if !strings.Contains(remote, "://") && strings.HasPrefix(cf.target0(), "https://") {
+			remote = "https://" + remote
+		}
+		if err := cf.clientFor(remote, secret).Join(c.Context(), self); err != nil {
 			return err
 		}
 		return cf.output(c, map[string]string{"joined": self.ID, "via": args[0]}, func(w *tabwriter.Writer) {
@@ -763,7 +827,22 @@ func newTailCmd(cf *clientFlags) *cobra.Command {
 			if token != "" {
 				hdr.Set("Authorization", "Bearer "+token)
 			}
-			conn, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{HTTPHeader: hdr})
+			if u.Scheme == "https" {
+				u.Scheme = "wss"
+			} else if u.Scheme == "http" {
+				u.Scheme = "ws"
+			}
+			dopts := &websocket.DialOptions{HTTPHeader: hdr}
+			tc, err := cf.tlsConfig()
+			if err != nil {
+				return err
+			}
+			if tc != nil {
+				t := http.DefaultTransport.(*http.Transport).Clone()
+				t.TLSClientConfig = tc
+				dopts.HTTPClient = &http.Client{Transport: t}
+			}
+			conn, resp, err := websocket.Dial(ctx, u.String(), dopts)
 			if err != nil {
 				if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 					var e struct {
@@ -833,5 +912,58 @@ func newTailCmd(cf *clientFlags) *cobra.Command {
 	f.StringArrayVar(&filters, "filter", nil, "only events whose property has this value, prop=value (* for any value; repeat: same property OR-ed, different properties AND-ed)")
 	f.StringVar(&since, "since", "", "first replay from an event-id (the events after it), an RFC3339 time or a duration ago (30m), then go live")
 	f.BoolVar(&pretty, "pretty", false, "indent each event")
+	return cmd
+}
+
+// ---- tls ----
+
+// newTLSCmd is `hookswitch tls init|issue`: a small CA for cluster-ca and
+// node certificates signed by it (ECDSA P-256), without openssl.
+func newTLSCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "tls", Short: "Make the cluster's CA and node certificates (for tls-cert, tls-key, cluster-ca)"}
+	var dir string
+	cmd.PersistentFlags().StringVar(&dir, "dir", "hookswitch-tls", "directory of the CA (ca.crt, ca.key) and the certificates it issues")
+	var caName string
+	var caDays int
+	initCmd := &cobra.Command{Use: "init", Short: "Create a new CA: <dir>/ca.crt (cluster-ca on every node) and <dir>/ca.key (keep it offline)", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			path, err := pki.InitCA(dir, caName, time.Duration(caDays)*24*time.Hour, time.Now())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "CA certificate: %s\nCA key:         %s (mode 0600; only `hookswitch tls issue` needs it)\nnext: hookswitch tls issue NODE --dir %s --ip <the node's address>\n",
+				path, filepath.Join(dir, pki.CAKeyFile), dir)
+			return nil
+		}}
+	initCmd.Flags().StringVar(&caName, "name", "", "the CA's common name (default \"hookswitch cluster CA\")")
+	initCmd.Flags().IntVar(&caDays, "days", int(pki.DefaultCAValidity/(24*time.Hour)), "validity in days")
+
+	var dns, ips []string
+	var days int
+	issue := &cobra.Command{Use: "issue NODE [--dns NAME ...] [--ip ADDR ...]", Short: "Issue a node certificate: <dir>/NODE.crt and <dir>/NODE.key (tls-cert, tls-key)", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			var parsed []net.IP
+			for _, s := range ips {
+				ip := net.ParseIP(strings.TrimSpace(s))
+				if ip == nil {
+					return fmt.Errorf("--ip %q is not an IP address", s)
+				}
+				parsed = append(parsed, ip)
+			}
+			if len(parsed) == 0 && len(dns) == 0 {
+				fmt.Fprintln(c.ErrOrStderr(), "note: no --ip or --dns given: the certificate names only", args[0], "; peers that dial the node by address will refuse it")
+			}
+			crt, key, err := pki.Issue(dir, args[0], pki.IssueOptions{DNS: dns, IPs: parsed, Validity: time.Duration(days) * 24 * time.Hour})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "certificate: %s\nkey:         %s (mode 0600)\nsettings:    tls-cert = %q, tls-key = %q, cluster-ca = %q\n",
+				crt, key, crt, key, filepath.Join(dir, pki.CACertFile))
+			return nil
+		}}
+	issue.Flags().StringSliceVar(&dns, "dns", nil, "DNS names of the node (repeat or comma-separate)")
+	issue.Flags().StringSliceVar(&ips, "ip", nil, "IP addresses of the node, as peers dial them (repeat or comma-separate)")
+	issue.Flags().IntVar(&days, "days", int(pki.DefaultNodeValidity/(24*time.Hour)), "validity in days")
+	cmd.AddCommand(initCmd, issue)
 	return cmd
 }

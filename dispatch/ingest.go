@@ -9,6 +9,7 @@ import (
 	"math/bits"
 	"net/url"
 	"sort"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -35,6 +36,33 @@ func validModel[T string | []byte](s T) bool {
 		}
 	}
 	return true
+}
+
+// MaxEventDepth is how deep an event may nest: the event object is level 1,
+// so its members' values nest at most MaxEventDepth-1 levels of arrays and
+// objects. Delivery decodes every event whole (filters, websocket filters,
+// form encoding) and receivers' parsers have limits of their own, so ingest
+// refuses what they could not read instead of accepting it and dropping it
+// later (docs/decisions.md).
+const MaxEventDepth = 32
+
+// tooDeep is the error for member key whose value nests deepest levels.
+func tooDeep(key string, deepest int) error {
+	k := truncate(key)
+	return invalid(k, "field %q makes the event nest %d levels deep, more than the limit of %d (the event object is one level)", k, deepest+1, MaxEventDepth)
+}
+
+// tooDeepToScan is the error for a value nested deeper than encoding/json
+// reads at all.
+func tooDeepToScan() error {
+	return invalid("", "the event nests more than %d levels deep, more than the limit of %d (the event object is one level)", maxNestingDepth, MaxEventDepth)
+}
+
+// isDepthExceeded reports whether err is the scanner's error for a value
+// nested deeper than maxNestingDepth.
+func isDepthExceeded(err error) bool {
+	var ie *IngestError
+	return errors.As(err, &ie) && strings.HasSuffix(ie.Reason, depthExceeded)
 }
 
 // ErrInvalidEvent is wrapped by every error ParseIngest returns, so callers
@@ -204,8 +232,15 @@ func parseIngest(obj []byte) (model string, body []byte, err error) {
 			keyEnd = len(out)
 			out = append(out, ':')
 			valAt = len(out)
-			if i, out, nonString, err = scanValue(obj, i+1, out); err != nil {
+			deepest := 0
+			if i, out, nonString, err = scanValue(obj, i+1, out, &deepest); err != nil {
+				if isDepthExceeded(err) {
+					return "", nil, tooDeepToScan()
+				}
 				return "", nil, err
+			}
+			if deepest >= MaxEventDepth {
+				return "", nil, tooDeep(string(key), deepest)
 			}
 		}
 		val := out[valAt:]
@@ -301,7 +336,7 @@ func notAnObject(obj []byte, i int) error {
 	case ']', '}', ',', ':':
 		return scanError(c, "looking for beginning of value")
 	}
-	if _, _, _, err := scanValue(obj, i, nil); err != nil {
+	if _, _, _, err := scanValue(obj, i, nil, nil); err != nil {
 		return err
 	}
 	return invalid("", "event must be a JSON object")

@@ -126,6 +126,11 @@ func equivalenceSeeds() []string {
 		`{"model":"call","a":` + strings.Repeat(`[{"b":`, 100) + `1` + strings.Repeat(`}]`, 100) + `}`,
 		`{"model":"call","a":` + strings.Repeat(`[{"b":`, 100) + `1` + strings.Repeat(`]}`, 100) + `}`,
 		deepArr(20000), `{"model":` + deepArr(10000) + `}`, `{"user":` + deepArr(10001) + `}`,
+		// The event depth limit (MaxEventDepth), at its edge and inside strings.
+		`{"model":"call","a":` + deepArr(MaxEventDepth-1) + `}`, `{"model":"call","a":` + deepArr(MaxEventDepth) + `}`,
+		`{"model":"call","a":` + deepObj(MaxEventDepth-1) + `}`, `{"model":"call","a":` + deepObj(MaxEventDepth) + `}`,
+		`{"a":` + deepArr(MaxEventDepth) + `,"model":5}`, `{"model":"call","a":` + deepArr(MaxEventDepth) + `,"a":1}`,
+		`{"model":"call","a":[` + strings.Repeat(`"[{\"[",`, 40) + `1]}`, `{"node":` + deepArr(MaxEventDepth) + `,"model":"call"}`,
 		// Many keys: the hashed duplicate check.
 		manyKeys(40, ""), manyKeys(40, `,"k39":1`), manyKeys(40, `,"k\u0031":1`), manyKeys(31, `,"k0":1`),
 		manyKeys(32, `,"k0":1`), manyKeys(33, `,"k32":1`), manyKeys(300, ""), manyKeys(300, `,"k150":1`),
@@ -240,7 +245,7 @@ func FuzzScanValue(f *testing.F) {
 		if !utf8.Valid(in) {
 			return
 		}
-		end, out, _, err := scanValue(in, 0, nil)
+		end, out, _, err := scanValue(in, 0, nil, nil)
 		ok := err == nil && skipSpace(in, end) == len(in)
 		if ok != json.Valid(in) {
 			t.Fatalf("%q: scanValue ok=%v (end %d, err %v), json.Valid %v", in, ok, end, err, !ok)

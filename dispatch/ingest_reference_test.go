@@ -14,6 +14,8 @@ import (
 // ParseIngest, frozen, as the reference FuzzParseIngestEquivalent compares
 // the hand-written single-pass parser with. Do not "fix" it: it defines the
 // behaviour ParseIngest must keep (accepted set, output bytes, errors).
+// One rule was added since, on purpose: the depth limit (MaxEventDepth),
+// checked first for each member once its value has been read.
 
 // parseIngestReference is the original ParseIngest.
 func parseIngestReference(obj []byte) (model string, body []byte, err error) {
@@ -27,6 +29,9 @@ func parseIngestReference(obj []byte) (model string, body []byte, err error) {
 	haveModel, haveClass := false, false
 	n := 0
 	err = forEachMemberReference(obj, func(key string, val []byte) error {
+		if d := depthReference(val); d >= MaxEventDepth {
+			return tooDeep(key, d)
+		}
 		if _, dup := seen[key]; dup {
 			return invalid(truncate(key), "duplicate field %q", truncate(key))
 		}
@@ -65,6 +70,9 @@ func parseIngestReference(obj []byte) (model string, body []byte, err error) {
 		}
 		if errors.Is(err, errNotObject) {
 			return "", nil, invalid("", "event must be a JSON object")
+		}
+		if isDepthExceeded(invalid("", "%v", err)) { // the depth limit, added since
+			return "", nil, tooDeepToScan()
 		}
 		return "", nil, invalid("", "%v", err)
 	}
@@ -162,4 +170,26 @@ func syntaxReasonReference(err error) error {
 		return errors.New("invalid JSON: unexpected end of input")
 	}
 	return fmt.Errorf("invalid JSON: %w", err)
+}
+
+// depthReference is how deeply the valid JSON value val nests arrays and
+// objects (0 for a scalar).
+func depthReference(val []byte) int {
+	depth, deepest, inString := 0, 0, false
+	for i := 0; i < len(val); i++ {
+		c := val[i]
+		switch {
+		case inString && c == '\\':
+			i++ // the escaped byte
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '[' || c == '{':
+			depth++
+			deepest = max(deepest, depth)
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return deepest
 }

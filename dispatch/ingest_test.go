@@ -3,6 +3,7 @@ package dispatch
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -78,6 +79,10 @@ func TestParseIngestErrors(t *testing.T) {
 		{"duplicate field", `{"model":"call","domain":"a","domain":"b"}`, "domain", "duplicate field"},
 		{"duplicate model", `{"model":"call","model":"cdr"}`, "model", "duplicate field"},
 		{"too large", big, "", "more than the limit"},
+		{"nested one level too deep", `{"model":"call","a":` + strings.Repeat("[", MaxEventDepth) + strings.Repeat("]", MaxEventDepth) + `}`,
+			"a", "more than the limit of 32"},
+		{"nested as deep as encoding/json allows", `{"model":"call","a":` + strings.Repeat("[", 10000) + strings.Repeat("]", 10000) + `}`,
+			"a", "more than the limit of 32"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -158,4 +163,48 @@ func FuzzParseIngest(f *testing.F) {
 			t.Fatalf("Fields failed on accepted body %s: %v", body, err)
 		}
 	})
+}
+
+// Ingest and delivery agree on nesting: whatever ParseIngest accepts,
+// delivery decodes whole (filters, websocket filters and form encoding read
+// Fields), and what delivery could not decode is refused at ingest with a
+// reason naming the limit, never accepted and dropped.
+func TestIngestDepthAgreesWithDelivery(t *testing.T) {
+	nest := map[string]func(n int) string{
+		"arrays":  func(n int) string { return strings.Repeat("[", n) + "1" + strings.Repeat("]", n) },
+		"objects": func(n int) string { return strings.Repeat(`{"b":`, n) + "1" + strings.Repeat("}", n) },
+	}
+	for name, deep := range nest {
+		for _, n := range []int{0, 1, MaxEventDepth - 1, MaxEventDepth, 9998, 9999, 10000, 10001} {
+			t.Run(fmt.Sprintf("%s/%d", name, n), func(t *testing.T) {
+				in := `{"model":"call","domain":"d","a":` + deep(n) + `,"z":"last"}`
+				model, body, err := ParseIngest([]byte(in))
+				if n < MaxEventDepth {
+					if err != nil {
+						t.Fatalf("value %d deep refused: %v", n, err)
+					}
+				} else {
+					var ie *IngestError
+					if !errors.As(err, &ie) || !strings.Contains(ie.Reason, fmt.Sprint(MaxEventDepth)) {
+						t.Fatalf("value %d deep: err = %v, want a 400 reason naming the limit %d", n, err, MaxEventDepth)
+					}
+					if n < 10000 && ie.Field != "a" {
+						t.Fatalf("Field = %q, want a", ie.Field)
+					}
+					return
+				}
+				ev := &Event{ID: "inc-1", Node: "n1", Seq: 1, IngestMs: 1, Model: model, Body: body}
+				f, err := ev.Fields()
+				if err != nil {
+					t.Fatalf("accepted, but delivery cannot decode it: %v", err)
+				}
+				if _, ok := f["a"]; !ok || f["z"] != "last" || f[FieldEventID] != "inc-1" {
+					t.Fatalf("delivery decoded %d fields without the nested one or the last: %v", len(f), f)
+				}
+				if s := ev.Scope(); len(s.Domain) != 1 || s.Domain[0] != "d" {
+					t.Fatalf("scope %+v", s)
+				}
+			})
+		}
+	}
 }

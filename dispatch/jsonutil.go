@@ -171,6 +171,10 @@ func syntaxReason(err error) error {
 // one value.
 const maxNestingDepth = 10000
 
+// depthExceeded ends encoding/json's error for a value nested deeper than
+// maxNestingDepth.
+const depthExceeded = "exceeded max depth"
+
 // strPlain marks the bytes a string scan can step over without a look: ASCII
 // from space on, except the quote and the backslash.
 var strPlain = func() (t [256]bool) {
@@ -405,8 +409,10 @@ func (s *nestStack) object(depth int) bool {
 // values are validated, not interpreted. It returns the index just past the
 // value, the extended out, and whether some element directly inside the
 // value (when it is a container) is not a string. Errors are worded as
-// encoding/json's Decoder words them for a value it reads.
-func scanValue(b []byte, i int, out []byte) (end int, _ []byte, nonString bool, err error) {
+// encoding/json's Decoder words them for a value it reads. When deepest is
+// not nil, it is set to the deepest nesting of containers within the value
+// (0 for a scalar, 1 for a flat array or object), if deeper than it was.
+func scanValue(b []byte, i int, out []byte, deepest *int) (end int, _ []byte, nonString bool, err error) {
 	var stack nestStack
 	depth := 0
 	i = skipSpace(b, i)
@@ -435,7 +441,10 @@ value:
 		case '{', '[':
 			depth++
 			if depth > maxNestingDepth {
-				return 0, out, false, scanError(c, "exceeded max depth")
+				return 0, out, false, scanError(c, depthExceeded)
+			}
+			if deepest != nil && depth > *deepest {
+				*deepest = depth
 			}
 			stack.set(depth, c == '{')
 			i++

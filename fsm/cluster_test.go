@@ -35,13 +35,6 @@ func hashWinner(sub string, ids ...string) string {
 	return best
 }
 
-func hashLoser(sub, a, b string) string {
-	if hashWinner(sub, a, b) == a {
-		return b
-	}
-	return a
-}
-
 func TestAssignRule(t *testing.T) {
 	const s = "sub-1"
 	tests := []struct {
@@ -167,7 +160,7 @@ func TestAssignTieBreakIsPredictable(t *testing.T) {
 			}
 		}
 		// The hash is a function of (sub, node) only.
-		if fsm.RendezvousHash(sub, "n1") != fsm.RendezvousHash(sub, "n1") {
+		if h1, h2 := fsm.RendezvousHash(sub, "n1"), fsm.RendezvousHash(sub, "n1"); h1 != h2 {
 			t.Fatal("RendezvousHash is not deterministic")
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/hookswitch/hookswitch/fsm"
+	"github.com/hookswitch/hookswitch/httpapi/ui"
 )
 
 // Limits of the admin API.
@@ -46,9 +47,9 @@ type Internal interface {
 	ApplyEncoded(ctx context.Context, data []byte) (fsm.Result, error)
 	// Cluster describes the cluster for GET /v1/cluster.
 	Cluster() ClusterView
-	// Join adds a node; presented is the request's bearer secret (the
-	// join token), superUser whether it was a super token.
-	Join(ctx context.Context, req JoinRequest, presented string, superUser bool) error
+	// Join adds a node; presented is the request's bearer secret, which
+	// must be the cluster's join token (ErrJoinRefused otherwise).
+	Join(ctx context.Context, req JoinRequest, presented string) error
 	// RemoveNode removes a node from the cluster.
 	RemoveNode(ctx context.Context, id string) error
 	// Leave makes this node drain, leave the cluster and stop.
@@ -73,7 +74,7 @@ type JoinRequest struct {
 var ErrNotLeader = errors.New("not the leader")
 
 // ErrJoinRefused is returned by Internal.Join to a node that presented no
-// valid join secret (403).
+// valid join token (401).
 var ErrJoinRefused = errors.New("join refused: wrong or missing join token")
 
 // Config configures the server.
@@ -85,6 +86,19 @@ type Config struct {
 	Now func() time.Time
 	// Tester serves POST /v1/subscriptions/{id}/test (nil: 503).
 	Tester Tester
+	// MutualTLS says the HTTP server verifies client certificates against
+	// cluster-ca: node-to-node endpoints then need such a certificate (it
+	// suffices without a node token), and a node token is not accepted
+	// without one.
+	MutualTLS bool
+	// APIRate limits admin API requests per token (super and node tokens
+	// are not limited); the zero Rate does not limit.
+	APIRate Rate
+	// IngestRate limits ingest requests per source address outside
+	// IngestAllow; the zero Rate does not limit.
+	IngestRate Rate
+	// SubStats serves GET /v1/subscriptions/{id}/stats (nil: 503).
+	SubStats SubStats
 }
 
 // Server is hookswitch's HTTP API on echo.
@@ -95,6 +109,9 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	tester Tester
+
+	apiLimit    *keyedLimiter
+	ingestLimit *keyedLimiter
 }
 
 // New builds the server and its routes.
@@ -105,8 +122,12 @@ func New(cfg Config, b Backend, in Internal) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{e: echo.New(), b: b, in: in, cfg: cfg, log: cfg.Logger.With("component", "httpapi"), tester: cfg.Tester}
+	s := &Server{e: echo.New(), b: b, in: in, cfg: cfg, log: cfg.Logger.With("component", "httpapi"), tester: cfg.Tester,
+		apiLimit: newKeyedLimiter(cfg.APIRate), ingestLimit: newKeyedLimiter(cfg.IngestRate)}
 	s.e.HideBanner, s.e.HidePort = true, true
+	// Only the socket's address is the caller's: forwarding headers
+	// (X-Forwarded-For, X-Real-IP) never count.
+	s.e.IPExtractor = echo.ExtractIPDirect()
 	s.e.HTTPErrorHandler = s.errorHandler
 	s.e.Use(middleware.Recover())
 
@@ -130,6 +151,7 @@ func New(cfg Config, b Backend, in Internal) *Server {
 	subs.GET("/:id/secret", s.getSecret, subMW...)
 	subs.POST("/:id/replay", s.replaySub, subMW...)
 	subs.POST("/:id/test", s.testSub, subMW...)
+	subs.GET("/:id/stats", s.subStats, subMW...)
 
 	superMW := slices.Concat(admin, []echo.MiddlewareFunc{s.require(isSuper)})
 	super := s.e.Group("/v1")
@@ -144,13 +166,15 @@ func New(cfg Config, b Backend, in Internal) *Server {
 	// Self is served to loopback callers only, without a token: the CLI
 	// on this machine reads it to ask another cluster to add this node.
 	s.e.GET("/v1/cluster/self", s.self)
-	// Join is authenticated by the join token, which is no API token.
+	// Join is authenticated by the join token, which is no API token (and,
+	// with mutual TLS, by the caller's certificate).
 	super.POST("/cluster/join", s.join, middleware.BodyLimit(MaxAdminBody))
 
 	s.nsRoutes(admin) // NetSapiens v2 drop-in: nsapi.go
 
 	internal := s.e.Group("/internal/v1")
 	internal.POST("/apply", s.internalApply, s.authenticate, s.require(isNode))
+	ui.Register(s.e)
 	return s
 }
 
@@ -206,6 +230,30 @@ func remoteIn(r *http.Request, nets []*net.IPNet) (string, bool) {
 		}
 	}
 	return host, false
+}
+
+// LimitIngest wraps the ingest handler with the ingest-rate limit per
+// source address; callers in ingest-allow are not limited.
+func (s *Server) LimitIngest(h http.Handler) http.Handler {
+	if s.ingestLimit == nil {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, ok := remoteIn(r, s.cfg.IngestAllow)
+		if !ok {
+			if pass, wait := s.ingestLimit.allow(host); !pass {
+				tooMany(w, wait, "ingest-rate for this source address")
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// peerCert reports whether the request came over mutual TLS with a client
+// certificate that chains to cluster-ca (the TLS handshake verified it).
+func (s *Server) peerCert(r *http.Request) bool {
+	return s.cfg.MutualTLS && r.TLS != nil && len(r.TLS.VerifiedChains) > 0
 }
 
 // AuthorizeIngest decides whether a request may ingest events: callers in
@@ -350,6 +398,12 @@ func (s *Server) Authenticate(token string) (Principal, bool) {
 func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		tok := headerToken(c.Request())
+		if tok == "" && s.peerCert(c.Request()) {
+			// With mutual TLS a certificate from cluster-ca is a node's
+			// credential by itself.
+			c.Set(principalKey, Principal{TokenID: "cluster-certificate", Role: fsm.RoleNode})
+			return next(c)
+		}
 		if tok == "" {
 			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="hookswitch"`)
 			return fail(c, http.StatusUnauthorized, "", "missing API token (Authorization: Bearer <token>)")
@@ -358,6 +412,15 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if !ok {
 			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="hookswitch"`)
 			return fail(c, http.StatusUnauthorized, "", "invalid API token")
+		}
+		if isNode(p) && s.cfg.MutualTLS && !s.peerCert(c.Request()) {
+			return fail(c, http.StatusForbidden, "", "a node token is accepted only with a client certificate from cluster-ca")
+		}
+		if !isSuper(p) && !isNode(p) {
+			if pass, wait := s.apiLimit.allow(p.TokenID); !pass {
+				tooMany(c.Response(), wait, "api-rate for this token")
+				return nil
+			}
 		}
 		c.Set(principalKey, p)
 		return next(c)

@@ -276,8 +276,6 @@ func parseRawInput(body []byte) (*subInput, *fieldError) {
 	return &subInput{raw: raw}, nil
 }
 
-func (in *subInput) has(f string) bool { _, ok := in.raw[f]; return ok }
-
 func (in *subInput) present() map[string]bool {
 	out := make(map[string]bool, len(in.raw))
 	for k := range in.raw {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 
@@ -309,7 +310,7 @@ func (h *wsHandler) writeLoop(ctx context.Context, c *websocket.Conn, sub *hub.S
 		wctx, cancel := context.WithTimeout(ctx, h.o.WriteTimeout)
 		defer cancel()
 		for i, m := range msgs {
-			if c.Write(wctx, websocket.MessageText, m.JSON) != nil {
+			if c.Write(wctx, websocket.MessageText, validText(m.JSON)) != nil {
 				return false
 			}
 			msgs[i] = nil
@@ -427,6 +428,11 @@ func handleClientMessage(data []byte, set func([]match.Filter) error) []byte {
 	fail := func(msg string) []byte {
 		return encodeReply(wsReply{Type: "error", CorrelationID: corr, Error: msg})
 	}
+	if !utf8.Valid(data) {
+		// Nothing of it is echoed: a text frame must be valid UTF-8
+		// (RFC 6455, 5.6).
+		return fail("message is not valid UTF-8")
+	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(data, &obj); err != nil {
 		var probe any
@@ -511,6 +517,18 @@ func filterValue(v json.RawMessage) (string, bool) {
 		return n.String(), true
 	}
 	return "", false
+}
+
+// validText returns b, with any invalid UTF-8 replaced by U+FFFD: every
+// text frame must be valid UTF-8 (RFC 6455, 5.6). Ingest refuses invalid
+// UTF-8 already; this guards what other sources (peers' logs, PBX
+// adapters) could carry. Invalid bytes can only sit inside JSON strings,
+// so the event stays valid JSON.
+func validText(b []byte) []byte {
+	if utf8.Valid(b) {
+		return b
+	}
+	return bytes.ToValidUTF8(b, []byte("\uFFFD"))
 }
 
 func encodeReply(r wsReply) []byte {

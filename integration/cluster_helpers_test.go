@@ -42,11 +42,6 @@ func getSub(nd *harness.Node, id string) (httpapi.SubView, error) {
 	return nd.API().GetSub(ctx, id)
 }
 
-// follower returns a running node that does not lead.
-func follower(cl *harness.Cluster) *harness.Node {
-	return cl.Others(cl.Leader())[0]
-}
-
 // createSubOn creates a subscription through the node and returns it;
 // model defaults to call and post-url to an unused port.
 func createSubOn(t testing.TB, nd *harness.Node, f client.Fields) httpapi.SubView {

@@ -279,18 +279,6 @@ func (w *statusWatch) history() []string {
 	return append([]string(nil), w.seen...)
 }
 
-// firstSeen returns when status was first seen (zero if never).
-func (w *statusWatch) firstSeen(status string) time.Time {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for i, s := range w.seen {
-		if s == status {
-			return w.at[i]
-		}
-	}
-	return time.Time{}
-}
-
 // indexOf returns the position of s in list at or after from, -1 if absent.
 func indexOf(list []string, s string, from int) int {
 	for i := from; i < len(list); i++ {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hookswitch/hookswitch/httpapi"
 	"github.com/hookswitch/hookswitch/httpapi/client"
+	"github.com/hookswitch/hookswitch/integration/harness"
 )
 
 // decodeJSON parses a CLI's --json output into v.
@@ -46,6 +47,7 @@ func TestDevAgentAndCLI(t *testing.T) {
 		a.BaseURL() + "/healthz",
 		a.BaseURL() + "/readyz",
 		"export HOOKSWITCH_TOKEN=" + root,
+		"join token: " + readJoinToken(t, a),
 		"data in " + a.DataDir,
 	} {
 		if !strings.Contains(banner, want) {
@@ -224,4 +226,14 @@ func expectSubs(t *testing.T, c *client.Client, want ...httpapi.SubView) {
 			t.Errorf("subscription %s: the secret changed across the restart", w.ID)
 		}
 	}
+}
+
+// readJoinToken reads the join token a bootstrapping node generated.
+func readJoinToken(t *testing.T, a *harness.Node) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(a.DataDir, "join-token"))
+	if err != nil {
+		t.Fatalf("join-token file: %v", err)
+	}
+	return strings.TrimSpace(string(b))
 }

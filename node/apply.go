@@ -121,11 +121,7 @@ func (n *Node) applyLocal(data []byte) (fsm.Result, error) {
 
 // forward sends an encoded command to the leader's internal apply endpoint.
 func (n *Node) forward(ctx context.Context, httpAddr string, data []byte) (fsm.Result, error) {
-	scheme := "http"
-	if n.cfg.TLSCert != "" {
-		scheme = "https"
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, scheme+"://"+httpAddr+"/internal/v1/apply", bytes.NewReader(data))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.scheme()+"://"+httpAddr+"/internal/v1/apply", bytes.NewReader(data))
 	if err != nil {
 		return fsm.Result{}, err
 	}

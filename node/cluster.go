@@ -3,7 +3,6 @@ package node
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,6 +39,7 @@ func (n *Node) joinLoop() {
 		cancel()
 		if err == nil {
 			n.log.Info("joined the cluster", "via", member)
+			n.keepJoinToken()
 			return
 		}
 		n.log.Warn("join attempt failed; retrying", "member", member, "err", err, "in", backoff)
@@ -77,11 +77,7 @@ func (n *Node) callCluster(ctx context.Context, method, addr, path, token string
 		rd = bytes.NewReader(b)
 	}
 	if !strings.Contains(addr, "://") {
-		scheme := "http"
-		if n.cfg.TLSCert != "" {
-			scheme = "https"
-		}
-		addr = scheme + "://" + addr
+		addr = n.scheme() + "://" + addr
 	}
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(addr, "/")+path, rd)
 	if err != nil {
@@ -97,6 +93,9 @@ func (n *Node) callCluster(ctx context.Context, method, addr, path, token string
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode == http.StatusUnauthorized && path == "/v1/cluster/join" {
+		return fmt.Errorf("%w: %s answered %s", httpapi.ErrJoinRefused, addr, strings.TrimSpace(string(msg)))
+	}
 	if resp.StatusCode >= 300 {
 		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(msg)))
 	}
@@ -104,11 +103,15 @@ func (n *Node) callCluster(ctx context.Context, method, addr, path, token string
 }
 
 // Join implements httpapi.Internal: add a node to the cluster. presented is
-// the bearer secret of the request; superUser says it was a super token.
-// On a follower the request is forwarded to the leader.
-func (n *Node) Join(ctx context.Context, req httpapi.JoinRequest, presented string, superUser bool) error {
-	if !superUser && n.cfg.JoinToken != "" && subtle.ConstantTimeCompare([]byte(presented), []byte(n.cfg.JoinToken)) != 1 {
-		return httpapi.ErrJoinRefused
+// the bearer secret of the request, which must be the cluster's join token
+// (compared in constant time). On a follower the request is forwarded to
+// the leader, which checks it again; a follower that knows no join token
+// leaves the check to the leader.
+func (n *Node) Join(ctx context.Context, req httpapi.JoinRequest, presented string) error {
+	if n.joinToken != "" {
+		if err := n.checkJoinToken(presented); err != nil {
+			return err
+		}
 	}
 	if n.raft.State() != raft.Leader {
 		addr, self, err := n.leaderHTTP(ctx)
@@ -118,6 +121,10 @@ func (n *Node) Join(ctx context.Context, req httpapi.JoinRequest, presented stri
 		if !self {
 			return n.postCluster(ctx, addr, "/v1/cluster/join", presented, req)
 		}
+	}
+	// The leader adds the node: it always checks the token itself.
+	if err := n.checkJoinToken(presented); err != nil {
+		return err
 	}
 	cf := n.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {

@@ -3,9 +3,13 @@ package node
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hookswitch/hookswitch/httpapi"
 )
 
 // Defaults of the settings in DESIGN.md ("Settings").
@@ -30,6 +34,16 @@ const (
 	DefaultTrimInterval = 5 * time.Second
 	// DefaultShutdownTimeout bounds a graceful stop.
 	DefaultShutdownTimeout = 15 * time.Second
+	// DefaultReadTimeout bounds the arrival of a request's headers and body.
+	DefaultReadTimeout = 10 * time.Second
+	// MinJoinTokenLen is the shortest join-token setting accepted.
+	MinJoinTokenLen = 16
+)
+
+// Default rate limits (DESIGN.md "Settings").
+var (
+	DefaultAPIRate    = httpapi.Rate{PerSecond: 50, Burst: 200}
+	DefaultIngestRate = httpapi.Rate{PerSecond: 5000, Burst: 10000}
 )
 
 // Config is everything a node needs to run. main.go fills it from flags,
@@ -69,6 +83,13 @@ type Config struct {
 	ClusterCA string
 	JoinToken string
 
+	// ReadTimeout bounds the arrival of a request's headers and body.
+	ReadTimeout time.Duration
+	// APIRate limits admin API requests per token; IngestRate ingest
+	// requests per source address outside IngestAllow. Zero: no limit.
+	APIRate    httpapi.Rate
+	IngestRate httpapi.Rate
+
 	ShutdownTimeout time.Duration
 }
 
@@ -91,6 +112,9 @@ func Default() Config {
 		IngestAllow:          MustParseCIDRs(DefaultAllowLoopback),
 		WSAllow:              MustParseCIDRs(DefaultAllowLoopback),
 		ShutdownTimeout:      DefaultShutdownTimeout,
+		ReadTimeout:          DefaultReadTimeout,
+		APIRate:              DefaultAPIRate,
+		IngestRate:           DefaultIngestRate,
 	}
 }
 
@@ -114,10 +138,56 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: stable-after must not be negative", ErrConfig)
 	case c.Bootstrap && len(c.Join) > 0:
 		return fmt.Errorf("%w: --bootstrap and --join exclude each other", ErrConfig)
-	case (c.TLSCert == "") != (c.TLSKey == ""):
-		return fmt.Errorf("%w: tls-cert and tls-key go together", ErrConfig)
+	case c.NodeID != "" && !httpapi.ValidNodeID(c.NodeID):
+		return fmt.Errorf("%w: node-id %q: want 1 to 64 of A-Z a-z 0-9 . _ - (the API's rule; it becomes a file name on every peer)", ErrConfig, c.NodeID)
+	case c.TLSCert != "" && c.TLSKey == "":
+		return fmt.Errorf("%w: tls-cert is set without tls-key", ErrConfig)
+	case c.TLSKey != "" && c.TLSCert == "":
+		return fmt.Errorf("%w: tls-key is set without tls-cert", ErrConfig)
+	case c.ClusterCA != "" && c.TLSCert == "":
+		return fmt.Errorf("%w: cluster-ca needs tls-cert and tls-key (each node presents its certificate to its peers)", ErrConfig)
+	case c.JoinToken != "" && len(c.JoinToken) < MinJoinTokenLen:
+		return fmt.Errorf("%w: join-token is shorter than %d characters", ErrConfig, MinJoinTokenLen)
+	case strings.ContainsFunc(c.JoinToken, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+		return fmt.Errorf("%w: join-token has spaces or control characters", ErrConfig)
+	case c.ReadTimeout <= 0:
+		return fmt.Errorf("%w: read-timeout must be positive", ErrConfig)
+	case c.APIRate.PerSecond < 0 || c.APIRate.Burst < 0 || c.IngestRate.PerSecond < 0 || c.IngestRate.Burst < 0:
+		return fmt.Errorf("%w: rates must not be negative", ErrConfig)
 	}
 	return nil
+}
+
+// ParseRate reads a rate setting: "RATE" or "RATE:BURST" requests per
+// second ("50:200"); the burst defaults to 4 × RATE; "0" turns the limit
+// off.
+func ParseRate(s string) (httpapi.Rate, error) {
+	s = strings.TrimSpace(s)
+	rs, bs, hasBurst := strings.Cut(s, ":")
+	r, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(rs, "/s")), 64)
+	if err != nil || r < 0 || math.IsInf(r, 0) || math.IsNaN(r) {
+		return httpapi.Rate{}, fmt.Errorf("%w: %q is not a rate like 50 or 50:200 (per second[:burst])", ErrConfig, s)
+	}
+	if r == 0 {
+		return httpapi.Rate{}, nil
+	}
+	burst := int(math.Ceil(4 * r))
+	if hasBurst {
+		b, err := strconv.Atoi(strings.TrimSpace(bs))
+		if err != nil || b < 1 {
+			return httpapi.Rate{}, fmt.Errorf("%w: %q: the burst must be a positive whole number", ErrConfig, s)
+		}
+		burst = b
+	}
+	return httpapi.Rate{PerSecond: r, Burst: burst}, nil
+}
+
+// FormatRate is ParseRate's inverse.
+func FormatRate(r httpapi.Rate) string {
+	if !r.Enabled() {
+		return "0"
+	}
+	return strconv.FormatFloat(r.PerSecond, 'f', -1, 64) + ":" + strconv.Itoa(r.Burst)
 }
 
 // ParseCIDRs parses a comma-separated list of CIDRs or bare addresses.

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/hookswitch/hookswitch/dispatch/source/peer"
 	"github.com/hookswitch/hookswitch/fsm"
+	"github.com/hookswitch/hookswitch/node/tlsnet"
 	"github.com/hookswitch/hookswitch/store/eventlog"
 )
 
@@ -31,20 +31,15 @@ type mesh struct {
 	client *http.Client
 }
 
-// Timeouts of the mesh's connections.
-const (
-	peerDialTimeout   = 5 * time.Second
-	peerHeaderTimeout = 10 * time.Second
-)
+// peerHeaderTimeout bounds the wait for a peer's answer to a tail request.
+const peerHeaderTimeout = 10 * time.Second
 
 func newMesh(p *pipeline) *mesh {
 	return &mesh{
 		p: p, mirrors: map[string]*peer.Mirror{}, tailers: map[string]context.CancelFunc{},
-		client: &http.Client{Transport: &http.Transport{
-			DialContext:           (&net.Dialer{Timeout: peerDialTimeout}).DialContext,
-			ResponseHeaderTimeout: peerHeaderTimeout,
-			MaxIdleConnsPerHost:   2,
-		}},
+		// Connections leave from the advertised address and, with a
+		// cluster-ca, present this node's certificate and verify the peer's.
+		client: &http.Client{Transport: tlsnet.HTTPTransport(p.n.clusterTLS(), p.n.httpDialer, peerHeaderTimeout)},
 	}
 }
 
@@ -145,12 +140,8 @@ func (m *mesh) startTailer(ctx context.Context, id string) {
 		return
 	}
 	n := m.p.n
-	scheme := "http"
-	if n.cfg.TLSCert != "" {
-		scheme = "https"
-	}
 	t := &peer.Tailer{
-		Node: id, Mirror: mr, Token: n.nodeToken, Scheme: scheme, Logger: n.log,
+		Node: id, Mirror: mr, Token: n.nodeToken, Scheme: n.scheme(), Logger: n.log,
 		Client: m.client,
 		// Events the peer dropped (and counted) are not delivered from
 		// memory either.

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -22,8 +23,10 @@ import (
 	"github.com/hookswitch/hookswitch/dispatch/engine"
 	httpsource "github.com/hookswitch/hookswitch/dispatch/source/http"
 	"github.com/hookswitch/hookswitch/dispatch/source/peer"
+	"github.com/hookswitch/hookswitch/dispatch/stats"
 	"github.com/hookswitch/hookswitch/fsm"
 	"github.com/hookswitch/hookswitch/httpapi"
+	"github.com/hookswitch/hookswitch/node/tlsnet"
 	"github.com/hookswitch/hookswitch/store"
 )
 
@@ -32,6 +35,12 @@ const (
 	NodeIDFile    = "node-id"
 	RootTokenFile = "root-token"
 	NodeTokenFile = "node-token"
+	// JoinTokenFile holds the cluster's join token: written by the node
+	// that bootstraps the cluster when join-token is not set, read by a
+	// node that joins when neither --join-token nor HOOKSWITCH_JOIN_TOKEN
+	// gives it, and kept by a node that joined (it checks joins when it
+	// leads).
+	JoinTokenFile = "join-token"
 	// RootTokenID is the id of the super token written at first bootstrap.
 	RootTokenID = "root"
 
@@ -43,9 +52,11 @@ const (
 	// raftApplyTimeout bounds how long an Apply waits to be enqueued.
 	raftApplyTimeout = 10 * time.Second
 	// forwardTimeout bounds one forwarded write to the leader.
-	forwardTimeout        = 15 * time.Second
-	httpReadHeaderTimeout = 10 * time.Second
-	httpIdleTimeout       = 120 * time.Second
+	forwardTimeout  = 15 * time.Second
+	httpIdleTimeout = 120 * time.Second
+	// peerDialTimeout bounds opening a node-to-node connection; the TLS
+	// handshake of raft has the same bound.
+	peerDialTimeout = 5 * time.Second
 )
 
 // Node is one running hookswitch cluster member.
@@ -71,7 +82,19 @@ type Node struct {
 	// logs returns the pipeline's event logs by source node (set once,
 	// before any loop starts; the leader's reconciler counts waiting
 	// events in them).
-	logs func() map[string]engine.Log
+	logs     func() map[string]engine.Log
+	subStats *stats.Minutes // per-minute delivery counts (substats.go)
+
+	// certs are tls-cert, tls-key and cluster-ca (nil without TLS),
+	// reloaded on SIGHUP.
+	certs *tlsnet.Store
+	// joinToken is the cluster's join token as this node knows it ("" if
+	// it does not: it then refuses joins when it leads).
+	joinToken string
+	// httpDialer and raftDialer open node-to-node connections from the
+	// advertised addresses.
+	httpDialer *net.Dialer
+	raftDialer *net.Dialer
 
 	// RootToken is the super token written at first bootstrap (empty if
 	// this node did not bootstrap the cluster now).
@@ -81,7 +104,6 @@ type Node struct {
 	leaveOnce sync.Once
 	// fresh: this node started without raft state (new, or wiped).
 	fresh bool
-	// reports records when this node applied each node's reports.
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -102,63 +124,89 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
+	// Certificates first: a TLS setting the node cannot honour stops it
+	// before anything else starts.
+	var certs *tlsnet.Store
+	if cfg.TLSCert != "" {
+		var err error
+		if certs, err = tlsnet.Load(cfg.TLSCert, cfg.TLSKey, cfg.ClusterCA); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+	}
 	id, err := resolveNodeID(cfg.DataDir, cfg.NodeID)
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, id: id, log: logger.With("component", "node", "node", id), left: make(chan struct{})}
+	if !httpapi.ValidNodeID(id) {
+		return nil, fmt.Errorf("%w: node id %q (from %s or the hostname) does not follow the API's rule [A-Za-z0-9._-]{1,64}: set node-id",
+			ErrConfig, id, NodeIDFile)
+	}
+	n := &Node{cfg: cfg, id: id, certs: certs, log: logger.With("component", "node", "node", id), left: make(chan struct{})}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
 		if !ok {
+			if n.httpLn != nil {
+				n.httpLn.Close()
+			}
 			n.closeStores()
 		}
 	}()
+	if n.joinToken, err = loadJoinToken(cfg); err != nil {
+		return nil, err
+	}
+	if len(cfg.Join) > 0 && n.joinToken == "" {
+		return nil, fmt.Errorf("%w: --join needs the cluster's join token: --join-token, HOOKSWITCH_JOIN_TOKEN or %s (the bootstrap node wrote it to its own %s)",
+			ErrConfig, filepath.Join(cfg.DataDir, JoinTokenFile), JoinTokenFile)
+	}
+	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("node: http listen %s: %w", cfg.HTTPAddr, err)
+	}
+	n.advHTTP = advertise(cfg.AdvertiseHTTP, n.httpLn.Addr().String())
+	n.httpDialer = tlsnet.Dialer(n.advHTTP, peerDialTimeout)
+	n.forwarder = &http.Client{Timeout: forwardTimeout, Transport: tlsnet.HTTPTransport(n.clusterTLS(), n.httpDialer, 0)}
 	if err := n.openStores(logger); err != nil {
 		return nil, err
 	}
 	if n.nodeToken, err = readOrCreateSecret(filepath.Join(cfg.DataDir, NodeTokenFile)); err != nil {
 		return nil, err
 	}
+	n.subStats = stats.New(nil)
 	if n.pipe, err = newPipeline(n, version, logger); err != nil {
 		return nil, err
 	}
 	n.logs = n.pipe.logs
-	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return nil, fmt.Errorf("node: http listen %s: %w", cfg.HTTPAddr, err)
-	}
-	n.advHTTP = advertise(cfg.AdvertiseHTTP, n.httpLn.Addr().String())
 	if err := n.startRaft(); err != nil {
-		n.httpLn.Close()
 		return nil, err
 	}
-	n.forwarder = &http.Client{Timeout: forwardTimeout}
-	n.api = httpapi.New(httpapi.Config{Version: version, IngestAllow: cfg.IngestAllow, Logger: logger, Tester: n}, n, n)
+	n.api = httpapi.New(httpapi.Config{
+		Version: version, IngestAllow: cfg.IngestAllow, Logger: logger, Tester: n,
+		MutualTLS: certs.Mutual(), APIRate: cfg.APIRate, IngestRate: cfg.IngestRate, SubStats: n,
+	}, n, n)
 	ingest := httpsource.New(httpsource.Options{Log: n.pipe.events, Authorize: n.api.AuthorizeIngest, Logger: logger})
-	n.api.Mount(http.MethodPost, "/v1/events", ingest)
+	n.api.Mount(http.MethodPost, "/v1/events", n.api.LimitIngest(ingest))
 	ws := n.api.WebsocketHandler(httpapi.WSOptions{Hub: n.pipe.wsHub, Allow: cfg.WSAllow, Logger: logger})
 	for _, path := range httpapi.WSPaths {
 		n.api.Mount(http.MethodGet, path, ws)
 	}
 	n.api.MountInternal(http.MethodGet, "/internal/v1/log", peer.Handler(n.pipe.events, logger))
+	n.api.MountInternal(http.MethodGet, subStatsPath, n.internalSubStats())
 	n.api.MountLocal(http.MethodGet, "/metrics", n.metricsHandler())
 	// Profiles, for the same callers as /metrics.
 	n.api.MountLocal(http.MethodGet, "/debug/pprof/*", http.HandlerFunc(pprof.Index))
 	n.api.MountLocal(http.MethodGet, "/debug/pprof/profile", http.HandlerFunc(pprof.Profile))
 	n.httpSrv = &http.Server{
-		Handler:           n.api.Handler(),
-		ReadHeaderTimeout: httpReadHeaderTimeout,
+		Handler: readTimeout(n.api.Handler(), cfg.ReadTimeout),
+		// The body's share of read-timeout is enforced by readTimeout:
+		// http.Server's ReadTimeout would also cancel long streams
+		// (websockets, /internal/v1/log) once it passed.
+		ReadHeaderTimeout: cfg.ReadTimeout,
 		IdleTimeout:       httpIdleTimeout,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
 	}
-	if cfg.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			n.httpLn.Close()
-			return nil, fmt.Errorf("node: tls: %w", err)
-		}
-		n.httpSrv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if certs != nil {
+		n.httpSrv.TLSConfig = certs.ServerConfig(false)
 		n.httpLn = tls.NewListener(n.httpLn, n.httpSrv.TLSConfig)
 	}
 	n.wg.Add(2)
@@ -177,11 +225,12 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.joinLoop() }()
 	}
-	if cfg.JoinToken == "" && !cfg.Dev {
-		n.log.Warn("no join-token is set: anyone who reaches the HTTP port can join this cluster")
+	if n.joinToken == "" {
+		n.log.Warn("this node has no join token: it refuses every join while it leads (set join-token or copy the cluster's join-token file into the data dir)")
 	}
 	ok = true
-	n.log.Info("node started", "http", n.advHTTP, "raft", n.advRaft, "data-dir", cfg.DataDir)
+	n.log.Info("node started", "http", n.advHTTP, "raft", n.advRaft, "data-dir", cfg.DataDir,
+		"tls", certs != nil, "mutual-tls", certs.Mutual())
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
 	return n, nil
 }
@@ -232,14 +281,25 @@ func (n *Node) startRaft() error {
 		}
 		advAddr = a
 	}
-	var err error
-	n.transport, err = raft.NewTCPTransport(n.cfg.RaftAddr, advAddr, raftMaxPool, raftTransportTimeout, os.Stderr)
+	advHost := n.cfg.RaftAddr
+	if advAddr != nil {
+		advHost = advAddr.String()
+	}
+	n.raftDialer = tlsnet.Dialer(advHost, peerDialTimeout)
+	stream, err := tlsnet.NewStreamLayer(n.cfg.RaftAddr, advAddr, n.clusterTLS(), n.raftDialer, peerDialTimeout)
 	if err != nil {
 		return fmt.Errorf("node: raft listen %s: %w", n.cfg.RaftAddr, err)
 	}
+	n.transport = raft.NewNetworkTransport(stream, raftMaxPool, raftTransportTimeout, os.Stderr)
 	n.advRaft = string(n.transport.LocalAddr())
 	rs := n.raftStore
 	hasState, err := raft.HasExistingState(rs.Bolt, rs.Bolt, rs.Snapshots)
+	if err == nil && n.cfg.Bootstrap && n.joinToken == "" {
+		// The cluster's join token is made with the cluster (or, for a
+		// cluster made before join tokens were always required, at the
+		// next start of its bootstrap node).
+		n.joinToken, err = readOrCreateSecret(filepath.Join(n.cfg.DataDir, JoinTokenFile))
+	}
 	n.fresh = !hasState
 	if err != nil {
 		n.transport.Close()
@@ -302,9 +362,12 @@ func firstUnicastIP() string {
 func resolveNodeID(dir, configured string) (string, error) {
 	path := filepath.Join(dir, NodeIDFile)
 	b, err := os.ReadFile(path)
+	persisted := strings.TrimSpace(string(b))
 	switch {
+	case err == nil && persisted == "":
+		// Left empty by a write that failed before writeFileAtomic
+		// reported such failures: written again below.
 	case err == nil:
-		persisted := strings.TrimSpace(string(b))
 		if configured != "" && configured != persisted {
 			return "", fmt.Errorf("%w: data dir %s belongs to node %q, not %q", ErrConfig, dir, persisted, configured)
 		}
@@ -325,13 +388,14 @@ func resolveNodeID(dir, configured string) (string, error) {
 }
 
 // readOrCreateSecret returns the token stored at path, creating a new one
-// (mode 0600) when the file does not exist.
+// (mode 0600) when the file does not exist or is empty (left so by a write
+// that failed before writeFileAtomic reported such failures).
 func readOrCreateSecret(path string) (string, error) {
 	b, err := os.ReadFile(path)
-	if err == nil {
-		return strings.TrimSpace(string(b)), nil
+	if tok := strings.TrimSpace(string(b)); err == nil && tok != "" {
+		return tok, nil
 	}
-	if !errors.Is(err, os.ErrNotExist) {
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("node: read %s: %w", filepath.Base(path), err)
 	}
 	tok := httpapi.NewTokenSecret()
@@ -342,25 +406,80 @@ func readOrCreateSecret(path string) (string, error) {
 }
 
 func writeFileAtomic(path string, data []byte) error {
+	return writeFileAtomicFS(osFS{}, path, data)
+}
+
+// writeFileAtomicFS writes data to path through a temporary file that is
+// synced and renamed over path, then syncs the directory, so a crash or a
+// full disk leaves either the old file or the complete new one, never a
+// truncated one. Any failure is returned; the temporary file is removed.
+func writeFileAtomicFS(fsys fileSys, path string, data []byte) error {
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
+	fail := func(err error) error {
+		_ = fsys.Remove(tmp)
 		return fmt.Errorf("node: write %s: %w", filepath.Base(path), err)
 	}
-	if _, err := f.Write(data); err == nil {
+	f, err := fsys.Create(tmp)
+	if err != nil {
+		return fail(err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, path)
+		err = fsys.Rename(tmp, path)
 	}
 	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("node: write %s: %w", filepath.Base(path), err)
+		return fail(err)
+	}
+	if err := fsys.SyncDir(filepath.Dir(path)); err != nil {
+		// The file is complete, but the rename may not survive a crash.
+		return fmt.Errorf("node: write %s: sync directory: %w", filepath.Base(path), err)
 	}
 	return nil
+}
+
+// fileSys is what writeFileAtomicFS does to the file system (a seam for
+// tests, which inject faults).
+type fileSys interface {
+	// Create creates or truncates name (mode 0600) for writing.
+	Create(name string) (syncFile, error)
+	Rename(oldpath, newpath string) error
+	Remove(name string) error
+	// SyncDir makes the directory's entries (a rename) durable.
+	SyncDir(dir string) error
+}
+
+// syncFile is the part of *os.File that writeFileAtomicFS uses.
+type syncFile interface {
+	io.Writer
+	Sync() error
+	Close() error
+}
+
+// osFS is the real file system.
+type osFS struct{}
+
+func (osFS) Create(name string) (syncFile, error) {
+	return os.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+}
+func (osFS) Rename(oldpath, newpath string) error { return os.Rename(oldpath, newpath) }
+func (osFS) Remove(name string) error             { return os.Remove(name) }
+
+func (osFS) SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // ID returns the node id.
@@ -398,8 +517,11 @@ func (n *Node) Ready() error {
 }
 
 // Shutdown stops the node gracefully: the HTTP server finishes in-flight
-// requests, leadership is handed over when there is another voter, raft
-// stops and the stores close. It is safe to call more than once.
+// requests, webhook POSTs in flight finish or are cancelled when ctx is
+// done (their events are delivered again later), a final report commits
+// the cursors of what was delivered, leadership is handed over when there
+// is another voter, raft stops and the stores close. It is safe to call more
+// than once.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.stopMu.Lock()
 	defer n.stopMu.Unlock()
@@ -418,7 +540,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		left = true // no longer a member: there is nobody to report to
 	default:
 	}
-	if err := n.pipe.stop(!left); err != nil {
+	if err := n.pipe.stop(ctx, !left); err != nil {
 		errs = append(errs, fmt.Errorf("pipeline: %w", err))
 	}
 	n.pipe = nil

@@ -40,6 +40,8 @@ type pipeline struct {
 
 	stopEngine, stopLoops context.CancelFunc
 	engineWG, loopsWG     sync.WaitGroup
+	// abortPosts cancels the POSTs still in flight (stop's deadline).
+	abortPosts context.CancelFunc
 
 	// leaseFrom is when the last committed report was sent (unix ns, local
 	// clock): this node sends only while it is less than lease ago.
@@ -88,17 +90,20 @@ func newPipeline(n *Node, version string, logger *slog.Logger) (*pipeline, error
 		Guard:   webhook.NewGuard(toPrefixes(n.cfg.PostURLDeny), toPrefixes(n.cfg.PostURLAllow)),
 		Logger:  logger,
 	})
-	eng := engine.New(engine.Options{Poster: poster, Logger: logger, SuspendAfter: n.cfg.SuspendAfter})
+	postsCtx, abortPosts := context.WithCancel(context.Background())
+	eng := engine.New(engine.Options{Poster: poster, Logger: logger, SuspendAfter: n.cfg.SuspendAfter,
+		Worker: webhook.WorkerOptions{InFlight: postsCtx}, Stats: n.subStats})
 	eng.AddSource(n.id, events)
 	wsHub := hub.New(hub.Options{Logger: logger})
 	wsHub.AddSource(n.id, events)
 	p := &pipeline{
 		n: n, log: logger.With("component", "pipeline", "node", n.id),
 		events: events, engine: eng, poster: poster, wsHub: wsHub, dropped: map[string]uint64{},
-		renewed: make(chan struct{}),
+		renewed: make(chan struct{}), abortPosts: abortPosts,
 	}
 	p.mesh = newMesh(p)
 	if err := p.mesh.openExisting(); err != nil {
+		abortPosts()
 		p.mesh.close()
 		events.Close()
 		return nil, err
@@ -122,11 +127,16 @@ func (p *pipeline) start() {
 	go func() { defer p.loopsWG.Done(); p.trimLoop(lctx) }()
 }
 
-// stop ends delivery (POSTs in flight run to their end), stops the loops,
-// commits a final report while raft still runs, and closes the event log.
-func (p *pipeline) stop(report bool) error {
+// stop ends delivery, stops the loops, commits a final report while raft
+// still runs, and closes the event log. POSTs in flight run to their end, or
+// until ctx is done: then they are cancelled, their events count as not
+// delivered, and the final report's cursors stay before them.
+func (p *pipeline) stop(ctx context.Context, report bool) error {
 	p.stopEngine()
+	unwatch := context.AfterFunc(ctx, p.abortPosts)
 	p.engineWG.Wait()
+	unwatch()
+	p.abortPosts()
 	p.stopLoops()
 	p.loopsWG.Wait()
 	if report {

@@ -111,11 +111,15 @@ else
 # post-url-deny = ""
 # post-url-allow = ""
 
-# ---- TLS and cluster secrets ----
-# tls-cert = ""             # PEM certificate for the HTTP API (with tls-key)
+# read-timeout = "10s"      # a request's headers and body must arrive within it
+# api-rate = "50:200"       # admin API requests/s per token:burst (super tokens not limited; "0" off)
+# ingest-rate = "5000:10000" # ingest requests/s per source address:burst outside ingest-allow
+
+# ---- TLS and cluster secrets (docs/security.md) ----
+# tls-cert = ""             # PEM certificate (hookswitch tls issue) for HTTPS, with tls-key
 # tls-key = ""
-# cluster-ca = ""           # CA for mutual TLS between nodes
-# join-token = ""           # shared secret a joining node must present
+# cluster-ca = ""           # CA (hookswitch tls init): mutual TLS for raft and node-to-node calls
+# join-token = ""           # default: /var/lib/hookswitch/join-token (the bootstrap node writes it)
 TOML
 	mv -f "$CONF.new" "$CONF"
 	if [ -z "$DESTDIR" ]; then
@@ -142,7 +146,8 @@ cat <<MSG
 
 Next:
   1. Edit $CONF: set bootstrap = true on the first node of a new cluster,
-     or join = ["<member>:7480"] on the others (and join-token on all).
+     or join = ["<member>:7480"] on the others, with the cluster's join token
+     (copy /var/lib/hookswitch/join-token from the bootstrap node, or set join-token).
   2. systemctl start hookswitch && journalctl -u hookswitch -f
   3. On the bootstrap node the root API token is in /var/lib/hookswitch/root-token;
      as root, "hookswitch status" reads it from there.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hookswitch/hookswitch/dispatch"
 	"github.com/hookswitch/hookswitch/dispatch/match"
+	"github.com/hookswitch/hookswitch/dispatch/stats"
 	"github.com/hookswitch/hookswitch/dispatch/webhook"
 	"github.com/hookswitch/hookswitch/store/eventlog"
 )
@@ -77,6 +78,8 @@ type Options struct {
 	RestartDelay time.Duration
 	// Worker is passed to every worker (tests set Sleep to skip backoff).
 	Worker webhook.WorkerOptions
+	// Stats counts outcomes per minute for the dashboard (nil: not kept).
+	Stats *stats.Minutes
 }
 
 // Engine delivers the events of the source logs to the subscriptions this

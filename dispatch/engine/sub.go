@@ -522,6 +522,7 @@ func (ss *subState) Delivered(_ string, n int, _ webhook.Result) {
 	ss.events += uint64(n)
 	ss.e.totals.Posts++
 	ss.e.totals.Events += uint64(n)
+	ss.e.opts.Stats.Delivered(ss.sub.ID(), n)
 	ss.status = webhook.StateActive
 	ss.lastPostMs = time.Now().UnixMilli()
 	ss.failingSinceMs = 0
@@ -535,6 +536,7 @@ func (ss *subState) Failed(_ string, r webhook.Result, _ int) {
 	ss.posts++ // posts-count counts every attempt (NetSapiens' definition)
 	ss.errs++
 	ss.e.totals.Errors++
+	ss.e.opts.Stats.Failed(ss.sub.ID())
 	ss.status = webhook.StateError
 	ss.lastError, ss.lastErrorMs = errorText(r), now
 	if ss.failingSinceMs == 0 {

@@ -409,3 +409,26 @@ func TestDerive(t *testing.T) {
 		}
 	}
 }
+
+// Filters see the fields of the deepest event ingest accepts
+// (dispatch.MaxEventDepth): ingest and delivery agree on nesting.
+func TestIndexMatchDeepestAcceptedEvent(t *testing.T) {
+	n := dispatch.MaxEventDepth - 1
+	body := `{"model":"call","domain":"a","a":` + strings.Repeat("[", n) + strings.Repeat("]", n) + `,"direction":"in"}`
+	ix := NewIndex()
+	for _, s := range []Sub{
+		{ID: "filt-in", Model: "call", Domain: "a", Filters: []Filter{{Property: "direction", Value: "in"}}},
+		{ID: "filt-a", Model: "call", Filters: []Filter{{Property: "a", Value: "*"}}},
+	} {
+		if err := ix.Upsert(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := hitStrings(ix.Match(mkEvent(t, body), nil))
+	if want := []string{"filt-a", "filt-in"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("hits %v, want %v", got, want)
+	}
+	if _, _, err := dispatch.ParseIngest([]byte(`{"model":"call","a":` + strings.Repeat("[", n+1) + strings.Repeat("]", n+1) + `}`)); err == nil {
+		t.Fatal("one level deeper is accepted")
+	}
+}

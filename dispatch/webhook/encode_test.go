@@ -139,3 +139,30 @@ func TestEffectiveBatchMax(t *testing.T) {
 		}
 	}
 }
+
+// The deepest event ingest accepts (dispatch.MaxEventDepth) is delivered
+// whole in every encoding: form subscribers get its fields, not only the
+// three stamps.
+func TestEncodeDeepestAcceptedEvent(t *testing.T) {
+	n := dispatch.MaxEventDepth - 1
+	deep := strings.Repeat(`{"b":`, n) + "1" + strings.Repeat("}", n)
+	ev := mkEvent(t, 1, `{"model":"call","domain":"d","a":`+deep+`}`)
+	for _, enc := range []string{EncodingJSONArray, EncodingJSON, EncodingForm} {
+		pls, err := Encode(enc, []*dispatch.Event{ev})
+		if err != nil || len(pls) != 1 {
+			t.Fatalf("%s: %d payloads, %v", enc, len(pls), err)
+		}
+		body := pls[0].Body
+		if enc == EncodingForm {
+			v, err := url.ParseQuery(string(body))
+			if err != nil || v.Get("a") != deep || v.Get("domain") != "d" || v.Get("event-id") != ev.ID {
+				t.Fatalf("form body lacks the event's fields: %.200s (%v)", body, err)
+			}
+			continue
+		}
+		var got any
+		if err := json.Unmarshal(body, &got); err != nil || !strings.Contains(string(body), `"a":`+deep) {
+			t.Fatalf("%s body: %v: %.200s", enc, err, body)
+		}
+	}
+}

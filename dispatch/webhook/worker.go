@@ -70,6 +70,10 @@ type WorkerOptions struct {
 	// its outcome is acknowledged/reported, so a graceful stop does not
 	// produce a duplicate.
 	AbortInFlight bool
+	// InFlight, when not nil, bounds that wait: once it is done, a POST
+	// still in flight is cancelled and its batch is not acknowledged (a
+	// shutdown's deadline). It is meant to end after Run's ctx.
+	InFlight context.Context
 }
 
 // Status is a snapshot of a Worker's state and counters since it started.
@@ -195,6 +199,12 @@ func (w *Worker) deliverPayload(ctx context.Context, pl Payload) error {
 	postCtx := ctx
 	if !w.opts.AbortInFlight {
 		postCtx = context.WithoutCancel(ctx) // still bounded by the target's timeout
+		if w.opts.InFlight != nil {
+			var cancel context.CancelFunc
+			postCtx, cancel = context.WithCancel(postCtx)
+			defer cancel()
+			defer context.AfterFunc(w.opts.InFlight, cancel)()
+		}
 	}
 	for attempt := 1; ; attempt++ {
 		if ctx.Err() != nil {
@@ -208,7 +218,7 @@ func (w *Worker) deliverPayload(ctx context.Context, pl Payload) error {
 			w.log.Debug("delivered", "events", len(pl.Events), "webhook-id", id, "status", r.Status, "duration", r.Duration)
 			return nil
 		}
-		if ctx.Err() != nil && errors.Is(r.Err, context.Canceled) {
+		if (ctx.Err() != nil || postCtx.Err() != nil) && errors.Is(r.Err, context.Canceled) {
 			return errStopped // aborted by our own cancel: not the receiver's failure
 		}
 		failingFor := w.failed(r, attempt)

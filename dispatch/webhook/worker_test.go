@@ -488,3 +488,36 @@ func TestWorkerPending(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A graceful stop waits for the POST in flight only until InFlight is done
+// (a shutdown's deadline): then the POST is cancelled, its batch is not
+// acknowledged and nothing is counted as the receiver's failure.
+func TestWorkerStopInFlightDeadline(t *testing.T) {
+	var rc *receiver
+	rc = newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) { rc.block(r, nil) })
+	s := newSetup(t, rc, EncodingJSONArray, 10)
+	s.target.Timeout = time.Hour // only the deadline ends the POST
+	deadline, expire := context.WithCancel(context.Background())
+	defer expire()
+	s.opts.InFlight = deadline
+	s.src.push(mkEvents(t, 1, 1)...)
+	w, run := s.start(t)
+	rc.next(t) // in flight
+	run.cancel()
+	if run.ended() {
+		t.Fatal("Run returned with a POST in flight before the deadline")
+	}
+	expire()
+	if err := run.wait(t); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	if got := s.src.ackedIDs(); len(got) != 0 {
+		t.Fatalf("a cancelled POST's batch was acknowledged: %v", got)
+	}
+	if c := s.obs.all(); len(c) != 0 {
+		t.Fatalf("a cancelled POST is reported as %+v", c)
+	}
+	if st := w.Status(); st.State != StatePending || st.Errors != 0 {
+		t.Fatalf("status = %+v", st)
+	}
+}

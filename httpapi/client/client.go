@@ -6,12 +6,15 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -35,6 +38,52 @@ func New(addr, token string) *Client {
 		addr = "http://" + addr
 	}
 	return &Client{base: strings.TrimRight(addr, "/"), token: token, http: &http.Client{Timeout: DefaultTimeout}}
+}
+
+// TLSConfig is the TLS configuration of a client that trusts the CA in
+// caFile (for a node whose certificate comes from a private CA, such as
+// the cluster's: `hookswitch tls init`) instead of the system roots, and,
+// when certFile and keyFile are set, presents that certificate (a node's,
+// for `hookswitch join` on a cluster with mutual TLS). All empty: nil.
+func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
+	if caFile == "" && certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		b, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("--ca %s: no PEM certificate in it", caFile)
+		}
+		c.RootCAs = pool
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("--cert and --key go together")
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--cert/--key: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
+// WithTLS makes the client use a TLS configuration (see TLSConfig); nil
+// keeps the defaults.
+func (c *Client) WithTLS(cfg *tls.Config) *Client {
+	if cfg == nil {
+		return c
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = cfg
+	c.http = &http.Client{Timeout: c.http.Timeout, Transport: t}
+	return c
 }
 
 // WithHTTPClient replaces the underlying http.Client (TLS settings, timeouts).

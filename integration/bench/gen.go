@@ -229,7 +229,6 @@ type genConfig struct {
 	// maxConsecErrors aborts the run after this many failed requests in a
 	// row (transport errors, 429, 5xx).
 	maxConsecErrors int
-	log             func(format string, args ...any)
 }
 
 // genResult is what a generator run measured.

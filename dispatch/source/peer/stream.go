@@ -222,7 +222,9 @@ func appendNotice(dst []byte, first uint64) []byte {
 var errBadFrame = errors.New("peer: bad frame")
 
 // readFrame reads one frame: a record (rec.Seq > 0), else a keepalive
-// (first 0) or a trim notice (the peer's log now starts at first).
+// (first 0) or a trim notice (the peer's log now starts at first). At the
+// end of the stream the error is io.EOF between frames, io.ErrUnexpectedEOF
+// inside one.
 func readFrame(br *bufio.Reader) (rec eventlog.Record, first uint64, err error) {
 	var h [frameHeader]byte
 	if _, err := io.ReadFull(br, h[:]); err != nil {
@@ -233,17 +235,23 @@ func readFrame(br *bufio.Reader) (rec eventlog.Record, first uint64, err error) 
 		return rec, binary.BigEndian.Uint64(h[8:]), nil
 	}
 	rec.IngestMs = int64(binary.BigEndian.Uint64(h[8:]))
+	cut := func(err error) (eventlog.Record, uint64, error) {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF // the frame has begun
+		}
+		return eventlog.Record{}, 0, err
+	}
 	ml, err := br.ReadByte()
 	if err != nil {
-		return eventlog.Record{}, 0, err
+		return cut(err)
 	}
 	model := make([]byte, ml)
 	if _, err := io.ReadFull(br, model); err != nil {
-		return eventlog.Record{}, 0, err
+		return cut(err)
 	}
 	var bl [4]byte
 	if _, err := io.ReadFull(br, bl[:]); err != nil {
-		return eventlog.Record{}, 0, err
+		return cut(err)
 	}
 	n := binary.BigEndian.Uint32(bl[:])
 	if n > maxFrameBody {
@@ -252,7 +260,7 @@ func readFrame(br *bufio.Reader) (rec eventlog.Record, first uint64, err error) 
 	rec.Model = string(model)
 	rec.Body = make([]byte, n)
 	if _, err := io.ReadFull(br, rec.Body); err != nil {
-		return eventlog.Record{}, 0, err
+		return cut(err)
 	}
 	return rec, 0, nil
 }

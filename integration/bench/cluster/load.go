@@ -111,12 +111,6 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-func (r *receiver) distinct() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.byID)
-}
-
 // missing counts the ids not delivered yet.
 func (r *receiver) missing(ids []string) int {
 	r.mu.Lock()
@@ -408,5 +402,3 @@ func all(m map[string][]string) []string {
 	}
 	return out
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }

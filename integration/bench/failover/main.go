@@ -195,23 +195,13 @@ func (cl *cluster) node(id string) *harness.Node {
 	return nil
 }
 
-// errStop ends a poll at once.
-type errStop struct{ error }
-
-func stop(err error) error { return errStop{err} }
-
-// poll calls f every pollEvery until it returns nil, an errStop, or the
-// timeout passes.
+// poll calls f every pollEvery until it returns nil or the timeout passes.
 func poll(timeout time.Duration, f func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		err := f()
 		if err == nil {
 			return nil
-		}
-		var s errStop
-		if errors.As(err, &s) {
-			return s.error
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("gave up after %s: %w", timeout, err)
