@@ -224,17 +224,23 @@ func (r *reconciler) markWaiting(ctx context.Context, now time.Time) error {
 		lags = r.lags.count(subs, lagScanMax) // outside the state lock: it reads logs
 	}
 	var verdicts []fsm.Waiting
-	r.n.fsm.Read(func(st *fsm.State) { verdicts = planWaiting(st, lags, r.lastSeq) })
+	home := map[string]string{} // of the subscriptions that start waiting now
+	r.n.fsm.Read(func(st *fsm.State) {
+		verdicts = planWaiting(st, lags, r.lastSeq)
+		for _, v := range verdicts {
+			if s := st.Subs[v.Sub]; s.Status != fsm.StatusWaiting {
+				home[v.Sub] = s.HomeNode
+			}
+		}
+	})
 	for len(verdicts) > 0 {
 		n := min(len(verdicts), maxMovesPerEntry)
 		if err := r.n.applySkippable(ctx, &fsm.SetWaiting{Subs: verdicts[:n], AtMs: now.UnixMilli()}); err != nil {
 			return err
 		}
 		for _, v := range verdicts[:n] {
-			if v.Lag != nil {
-				r.n.log.Debug("subscription waiting for its home node", "sub", v.Sub, "lag", *v.Lag)
-			} else {
-				r.n.log.Debug("subscription waiting for its home node", "sub", v.Sub)
+			if h, ok := home[v.Sub]; ok {
+				r.n.log.Info("subscription waiting for its home node", "sub", v.Sub, "home", h)
 			}
 		}
 		verdicts = verdicts[n:]
