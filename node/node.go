@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/hookswitch/hookswitch/dispatch/engine"
 	httpsource "github.com/hookswitch/hookswitch/dispatch/source/http"
 	"github.com/hookswitch/hookswitch/dispatch/source/peer"
 	"github.com/hookswitch/hookswitch/dispatch/stats"
@@ -78,7 +79,11 @@ type Node struct {
 	forwarder *http.Client
 	nodeToken string
 	pipe      *pipeline
-	subStats  *stats.Minutes // per-minute delivery counts (substats.go)
+	// logs returns the pipeline's event logs by source node (set once,
+	// before any loop starts; the leader's reconciler counts waiting
+	// events in them).
+	logs     func() map[string]engine.Log
+	subStats *stats.Minutes // per-minute delivery counts (substats.go)
 
 	// certs are tls-cert, tls-key and cluster-ca (nil without TLS),
 	// reloaded on SIGHUP.
@@ -171,6 +176,7 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	if n.pipe, err = newPipeline(n, version, logger); err != nil {
 		return nil, err
 	}
+	n.logs = n.pipe.logs
 	if err := n.startRaft(); err != nil {
 		return nil, err
 	}
