@@ -57,6 +57,8 @@ func Apply(st *State, idx uint64, c Command) (Result, []Change) {
 		return applyRemoveNode(st, c)
 	case *Reassign:
 		return applyReassign(st, c)
+	case *RestoreState:
+		return applyRestoreState(st, idx, c)
 	}
 	// Decode only produces the types above; reaching here is a programming
 	// error, not bad input.

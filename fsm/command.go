@@ -30,6 +30,9 @@ const (
 	CmdSetDraining  CommandType = 11
 	CmdRemoveNode   CommandType = 12
 	CmdReassign     CommandType = 13
+	// CmdRestoreState is not skippable: a node that skipped a restore
+	// would keep the subscriptions and tokens the others replaced.
+	CmdRestoreState CommandType = 14
 )
 
 func (t CommandType) String() string {
@@ -60,6 +63,8 @@ func (t CommandType) String() string {
 		return "remove-node"
 	case CmdReassign:
 		return "reassign"
+	case CmdRestoreState:
+		return "restore-state"
 	}
 	return fmt.Sprintf("command-%d", uint8(t))
 }
@@ -201,6 +206,8 @@ func Decode(b []byte) (Command, error) {
 		c = &RemoveNode{}
 	case CmdReassign:
 		c = &Reassign{}
+	case CmdRestoreState:
+		c = &RestoreState{}
 	default:
 		if b[0]&FlagSkippable != 0 {
 			return nil, fmt.Errorf("%w: type %d", ErrUnknownSkippable, uint8(t))
