@@ -14,10 +14,10 @@ import "sort"
 //     that come back under the same ids keep their cursors and
 //     subscriptions.
 //   - A subscription keeps its owner only when that node is a member
-//     (otherwise the leader assigns it), and its cursors only for source
-//     nodes that are members; a cursor of another incarnation of a node's
-//     log is ignored by delivery, which then starts at the subscription's
-//     start time.
+//     (otherwise the leader assigns it). Of its cursors (see
+//     restoredCursors) those of the file's source nodes that are members
+//     stay, unless the running subscription of the same id is at another
+//     incarnation of that node's log: then the running cursor stays.
 //   - Every restored subscription's generation is bumped above both the
 //     file's and the running one's, so a report from before the restore
 //     cannot move its cursors, and its sending node restarts it from the
@@ -62,14 +62,7 @@ func applyRestoreState(st *State, idx uint64, c *RestoreState) (Result, []Change
 		if _, ok := st.Nodes[sub.Owner]; !ok {
 			sub.Owner = ""
 		}
-		for node := range sub.Cursors {
-			if _, ok := st.Nodes[node]; !ok {
-				delete(sub.Cursors, node)
-			}
-		}
-		if len(sub.Cursors) == 0 {
-			sub.Cursors = nil
-		}
+		sub.Cursors = restoredCursors(st, sub.Cursors, st.Subs[sub.ID])
 		if sub.Status == "" {
 			sub.Status = StatusPending
 		}
@@ -119,6 +112,33 @@ func applyRestoreState(st *State, idx uint64, c *RestoreState) (Result, []Change
 	}
 	st.Tokens, st.tokenByHash = tokens, byHash
 	return Result{}, changes
+}
+
+// restoredCursors are a restored subscription's cursors: the file's for
+// source nodes that are members, where the running subscription of the same
+// id (running, may be nil) has no cursor of another incarnation; for the
+// other members, the running cursor. A file cursor of a log incarnation the
+// node no longer has is ignored by delivery, which then starts at the
+// subscription's start time; keeping the running cursor instead spares a
+// cluster restored over itself from delivering its whole log again.
+func restoredCursors(st *State, file map[string]Cursor, running *Subscription) map[string]Cursor {
+	out := map[string]Cursor{}
+	for node, cu := range file {
+		if _, ok := st.Nodes[node]; ok {
+			out[node] = cu
+		}
+	}
+	if running != nil {
+		for node, cu := range running.Cursors {
+			if f, ok := out[node]; !ok || f.Incarnation != cu.Incarnation {
+				out[node] = cu
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 func sortedKeys[V any](m map[string]V) []string {

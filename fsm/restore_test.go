@@ -18,6 +18,10 @@ func runningState() *State {
 	for range 3 { // bump keep's generation to 4
 		Apply(st, 7, &RewindSub{ID: "keep"})
 	}
+	// keep's running cursors: n1 at the file's incarnation, n2 at another.
+	Apply(st, 8, &NodeReport{Node: "n1", Seq: 1, Subs: []SubReport{{ID: "keep", Generation: 4, Cursors: []Cursor{
+		{Node: "n1", Incarnation: "inc1", Seq: 90}, {Node: "n2", Incarnation: "inc2-now", Seq: 60},
+	}}}})
 	return st
 }
 
@@ -27,6 +31,7 @@ func restoreCmd() *RestoreState {
 	keep.Secret = "whsec_from_file"
 	keep.Cursors = map[string]Cursor{
 		"n1":   {Node: "n1", Incarnation: "inc1", Seq: 40},
+		"n2":   {Node: "n2", Incarnation: "inc2-old", Seq: 500},
 		"gone": {Node: "gone", Incarnation: "incg", Seq: 7},
 	}
 	fresh := sub("fresh")
@@ -63,8 +68,12 @@ func TestApplyRestoreStateReplacesSubsAndTokens(t *testing.T) {
 	if keep.Version != 20 || keep.UpdatedMs != 12345 {
 		t.Errorf("keep's version/updated %d/%d, want 20/12345", keep.Version, keep.UpdatedMs)
 	}
-	if want := map[string]Cursor{"n1": {Node: "n1", Incarnation: "inc1", Seq: 40}}; !reflect.DeepEqual(keep.Cursors, want) {
-		t.Errorf("keep's cursors %v, want only the member n1's %v", keep.Cursors, want)
+	// n1: the file's (same incarnation: back to the saved position); n2:
+	// the running one (the file's is of a log n2 no longer has); gone: not
+	// a member.
+	want := map[string]Cursor{"n1": {Node: "n1", Incarnation: "inc1", Seq: 40}, "n2": {Node: "n2", Incarnation: "inc2-now", Seq: 60}}
+	if !reflect.DeepEqual(keep.Cursors, want) {
+		t.Errorf("keep's cursors %v, want %v", keep.Cursors, want)
 	}
 	if keep.Owner != "n1" {
 		t.Errorf("keep's owner %q, want n1 (a member)", keep.Owner)
@@ -147,8 +156,8 @@ func TestApplyRestoreStateBootstrapAddsFileMembers(t *testing.T) {
 		t.Fatalf("n1 %+v: want the file's record with its reports cleared, draining kept", n1)
 	}
 	keep := st.Subs["keep"]
-	if len(keep.Cursors) != 2 || keep.Owner != "n1" {
-		t.Fatalf("keep: cursors %v owner %q, want both file members' cursors and owner n1", keep.Cursors, keep.Owner)
+	if _, ok := keep.Cursors["gone"]; !ok || len(keep.Cursors) != 2 || keep.Owner != "n1" {
+		t.Fatalf("keep: cursors %v owner %q, want the cursors of the file's members n1 and gone, and owner n1", keep.Cursors, keep.Owner)
 	}
 	// Registering the node again (it starts) keeps the restored record's
 	// identity and takes the new addresses.
