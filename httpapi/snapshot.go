@@ -9,6 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
+	"github.com/hookswitch/hookswitch/fsm"
 	"github.com/hookswitch/hookswitch/fsm/backup"
 )
 
@@ -84,6 +85,10 @@ func (s *Server) restoreSnapshot(c echo.Context, b Backups) error {
 			return fail(c, http.StatusBadRequest, "", err.Error())
 		}
 		return fail(c, http.StatusBadRequest, "", "cannot read the snapshot: "+err.Error())
+	}
+	if !slices.ContainsFunc(snap.Tokens, func(t fsm.Token) bool { return t.Role == fsm.RoleSuper }) {
+		// The tokens are replaced: nobody could manage the cluster after.
+		return fail(c, http.StatusBadRequest, "", "the snapshot holds no super token: restoring it would leave the cluster without one")
 	}
 	res, err := b.RestoreSnapshot(c.Request().Context(), snap)
 	if err != nil {

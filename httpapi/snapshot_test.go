@@ -8,10 +8,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hookswitch/hookswitch/fsm"
 	"github.com/hookswitch/hookswitch/fsm/backup"
 	"github.com/hookswitch/hookswitch/httpapi"
 	"github.com/hookswitch/hookswitch/node"
@@ -62,6 +64,14 @@ func TestSnapshotRestoreIntoRunningNode(t *testing.T) {
 	} {
 		wantErr(t, "restore "+bad.name, tn.do(http.MethodPost, "/v1/snapshot/restore", tn.root, rawBody(bad.body)), http.StatusBadRequest, "")
 	}
+	noSuper := *snap
+	noSuper.Tokens = slices.DeleteFunc(slices.Clone(snap.Tokens), func(t fsm.Token) bool { return t.Role == fsm.RoleSuper })
+	noSuper.Header.Tokens = len(noSuper.Tokens)
+	var buf bytes.Buffer
+	if err := backup.Write(&buf, &noSuper); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, "restore without a super token", tn.do(http.MethodPost, "/v1/snapshot/restore", tn.root, rawBody(buf.String())), http.StatusBadRequest, "")
 	wantIDs(t, "subscriptions after refused restores", tn.listIDs(tn.root, ""), later.ID)
 
 	rr := tn.do(http.MethodPost, "/v1/snapshot/restore", tn.root, rawBody(r.Body))
