@@ -30,6 +30,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/hookswitch/hookswitch/dispatch/match"
+	"github.com/hookswitch/hookswitch/fsm/backup"
 	"github.com/hookswitch/hookswitch/httpapi"
 	"github.com/hookswitch/hookswitch/httpapi/client"
 	"github.com/hookswitch/hookswitch/node"
@@ -74,6 +75,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&cf.key, "key", "", "key of --cert")
 	root.AddCommand(newAgentCmd(), newSubCmd(cf), newTokenCmd(cf), newStatusCmd(cf), newTailCmd(cf), newTLSCmd())
 	root.AddCommand(newClusterCmds(cf)...)
+	root.AddCommand(newSnapshotCmd(cf))
 	return root
 }
 
@@ -98,6 +100,7 @@ func newAgentCmd() *cobra.Command {
 	f.Bool("bootstrap", false, "create a new cluster with this node as its first member")
 	f.String("join", "", "comma-separated HTTP addresses of cluster members to join")
 	f.Bool("witness", false, "vote in raft but never send subscriptions")
+	f.String("restore", "", "with --bootstrap, in an empty data dir: start the new cluster with the state of this snapshot file (`hookswitch snapshot save`)")
 	f.Duration("report-interval", d.ReportInterval, "node report period")
 	f.Duration("down-after", d.DownAfter, "no committed report for this long: node down")
 	f.Duration("stable-after", d.StableAfter, "continuously up this long: node stable")
@@ -206,6 +209,7 @@ func agentConfig(fs *pflag.FlagSet) (node.Config, error) {
 		cfg.Join = strings.Split(j, ",")
 	}
 	cfg.Witness = boolean("witness")
+	cfg.Restore = str("restore")
 	cfg.ReportInterval = dur("report-interval")
 	cfg.DownAfter = dur("down-after")
 	cfg.StableAfter = dur("stable-after")
@@ -966,4 +970,125 @@ func newTLSCmd() *cobra.Command {
 	issue.Flags().IntVar(&days, "days", int(pki.DefaultNodeValidity/(24*time.Hour)), "validity in days")
 	cmd.AddCommand(initCmd, issue)
 	return cmd
+}
+
+// ---- snapshot ----
+
+// newSnapshotCmd is `hookswitch snapshot save|restore|show`: the replicated
+// state (subscriptions with their secrets, tokens, cursors, membership) to
+// and from a file (docs/backups.md).
+func newSnapshotCmd(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "snapshot", Short: "Save the cluster's state to a file, or restore it (super token)"}
+	save := &cobra.Command{Use: "save FILE", Short: "Write the replicated state to FILE (mode 0600: it holds every subscription's secret)", Args: cobra.ExactArgs(1)}
+	force := save.Flags().Bool("force", false, "overwrite FILE if it exists")
+	save.RunE = func(c *cobra.Command, args []string) error { return snapshotSave(c, cf, args[0], *force) }
+	restore := &cobra.Command{Use: "restore FILE", Short: "Replace the running cluster's subscriptions and tokens with FILE's", Args: cobra.ExactArgs(1)}
+	yes := restore.Flags().Bool("yes", false, "really replace every subscription and API token of the cluster")
+	restore.RunE = func(c *cobra.Command, args []string) error { return snapshotRestore(c, cf, args[0], *yes) }
+	show := &cobra.Command{Use: "show FILE", Short: "Check FILE and print its header (no secrets)", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			s, err := backup.ReadFile(args[0], nil)
+			if err != nil {
+				return err
+			}
+			return cf.output(c, s.Header, func(w *tabwriter.Writer) { printSnapshotHeader(w, s.Header) })
+		}}
+	cmd.AddCommand(save, restore, show)
+	return cmd
+}
+
+func printSnapshotHeader(w io.Writer, h backup.Header) {
+	fmt.Fprintf(w, "format:\t%s version %d\nsaved:\t%s by node %s (raft index %d)\nsubscriptions:\t%d\ntokens:\t%d\nnodes:\t%d\n",
+		h.Format, h.Version, time.UnixMilli(h.CreatedMs).UTC().Format(time.RFC3339), h.SourceNode, h.Applied, h.Subs, h.Tokens, h.Nodes)
+}
+
+// snapshotProgress prints "what done/total" on one line of w while a large
+// file is read (from 1000 records on).
+func snapshotProgress(w io.Writer, what string) backup.Progress {
+	return func(done, total int) {
+		if total < 1000 {
+			return
+		}
+		fmt.Fprintf(w, "\r%s %d/%d records", what, done, total)
+		if done == total {
+			fmt.Fprintln(w)
+		}
+	}
+}
+
+func snapshotSave(c *cobra.Command, cf *clientFlags, path string, force bool) error {
+	body, err := cf.client().Snapshot(c.Context())
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	h, err := backup.CopyToFile(path, body, force, snapshotProgress(c.ErrOrStderr(), "saving"))
+	if err != nil {
+		return err
+	}
+	if cf.json {
+		return cf.output(c, h, nil)
+	}
+	fmt.Fprintf(c.OutOrStdout(), "saved %d subscriptions, %d tokens and %d nodes to %s\n", h.Subs, h.Tokens, h.Nodes, path)
+	fmt.Fprintf(c.OutOrStdout(), "%s is mode 0600: it holds every subscription's secret. Keep it like a password.\n", path)
+	return nil
+}
+
+func snapshotRestore(c *cobra.Command, cf *clientFlags, path string, yes bool) error {
+	s, err := backup.ReadFile(path, snapshotProgress(c.ErrOrStderr(), "checking"))
+	if err != nil {
+		return err
+	}
+	h := s.Header
+	addr := cf.target0()
+	if !yes {
+		return fmt.Errorf("this replaces every subscription and API token of the cluster at %s with the %d subscriptions and %d tokens of %s (saved %s by %s); add --yes to go ahead",
+			addr, h.Subs, h.Tokens, path, time.UnixMilli(h.CreatedMs).UTC().Format(time.RFC3339), h.SourceNode)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	up := &uploadProgress{r: f, total: fi.Size(), w: c.ErrOrStderr()}
+	res, err := cf.client().RestoreSnapshot(c.Context(), up, fi.Size())
+	if err != nil {
+		return err
+	}
+	if cf.json {
+		return cf.output(c, res, nil)
+	}
+	fmt.Fprintf(c.OutOrStdout(), "restored %d subscriptions and %d tokens into the cluster at %s\n", res.Subs, res.Tokens, addr)
+	return nil
+}
+
+// uploadProgress reports, on w, how much of a file was sent (for files of
+// 1 MiB and more, at most every 5%).
+type uploadProgress struct {
+	r           io.Reader
+	w           io.Writer
+	total, sent int64
+	shown       int64
+	done        bool
+}
+
+func (u *uploadProgress) Read(p []byte) (int, error) {
+	n, err := u.r.Read(p)
+	u.sent += int64(n)
+	if u.total >= 1<<20 && !u.done {
+		pct := u.sent * 100 / u.total
+		if pct >= u.shown+5 || u.sent == u.total {
+			u.shown = pct
+			fmt.Fprintf(u.w, "\rsending %d/%d bytes (%d%%)", u.sent, u.total, pct)
+		}
+		if u.sent == u.total {
+			u.done = true
+			fmt.Fprintln(u.w, "\ncommitting through raft…")
+		}
+	}
+	return n, err
 }

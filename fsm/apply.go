@@ -59,6 +59,8 @@ func Apply(st *State, idx uint64, c Command) (Result, []Change) {
 		return applyReassign(st, c)
 	case *SetWaiting:
 		return applySetWaiting(st, c)
+	case *RestoreState:
+		return applyRestoreState(st, idx, c)
 	}
 	// Decode only produces the types above; reaching here is a programming
 	// error, not bad input.

@@ -31,6 +31,9 @@ const (
 	CmdRemoveNode   CommandType = 12
 	CmdReassign     CommandType = 13
 	CmdSetWaiting   CommandType = 14
+	// CmdRestoreState is not skippable: a node that skipped a restore
+	// would keep the subscriptions and tokens the others replaced.
+	CmdRestoreState CommandType = 15
 )
 
 func (t CommandType) String() string {
@@ -63,6 +66,8 @@ func (t CommandType) String() string {
 		return "reassign"
 	case CmdSetWaiting:
 		return "set-waiting"
+	case CmdRestoreState:
+		return "restore-state"
 	}
 	return fmt.Sprintf("command-%d", uint8(t))
 }
@@ -214,6 +219,8 @@ func Decode(b []byte) (Command, error) {
 		c = &Reassign{}
 	case CmdSetWaiting:
 		c = &SetWaiting{}
+	case CmdRestoreState:
+		c = &RestoreState{}
 	default:
 		if b[0]&FlagSkippable != 0 {
 			return nil, fmt.Errorf("%w: type %d", ErrUnknownSkippable, uint8(t))

@@ -59,6 +59,10 @@ type Config struct {
 	Bootstrap     bool
 	Join          []string
 	Witness       bool
+	// Restore is a snapshot file (`hookswitch snapshot save`) whose state
+	// a node bootstrapping a new cluster commits before it serves; only
+	// with Bootstrap and an empty data dir.
+	Restore string
 
 	ReportInterval       time.Duration
 	DownAfter            time.Duration
@@ -138,6 +142,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: stable-after must not be negative", ErrConfig)
 	case c.Bootstrap && len(c.Join) > 0:
 		return fmt.Errorf("%w: --bootstrap and --join exclude each other", ErrConfig)
+	case c.Restore != "" && !c.Bootstrap:
+		return fmt.Errorf("%w: --restore needs --bootstrap: a snapshot file starts a new cluster (restore into a running one with `hookswitch snapshot restore`)", ErrConfig)
 	case c.NodeID != "" && !httpapi.ValidNodeID(c.NodeID):
 		return fmt.Errorf("%w: node-id %q: want 1 to 64 of A-Z a-z 0-9 . _ - (the API's rule; it becomes a file name on every peer)", ErrConfig, c.NodeID)
 	case c.TLSCert != "" && c.TLSKey == "":

@@ -26,6 +26,7 @@ import (
 	"github.com/hookswitch/hookswitch/dispatch/source/peer"
 	"github.com/hookswitch/hookswitch/dispatch/stats"
 	"github.com/hookswitch/hookswitch/fsm"
+	"github.com/hookswitch/hookswitch/fsm/backup"
 	"github.com/hookswitch/hookswitch/httpapi"
 	"github.com/hookswitch/hookswitch/node/tlsnet"
 	"github.com/hookswitch/hookswitch/store"
@@ -105,6 +106,9 @@ type Node struct {
 	leaveOnce sync.Once
 	// fresh: this node started without raft state (new, or wiped).
 	fresh bool
+	// restoreSuper: --restore with a file that holds a super token (no
+	// root token is made).
+	restoreSuper bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -170,6 +174,13 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	if err := n.openStores(logger); err != nil {
 		return nil, err
 	}
+	var restore *backup.Snapshot // --restore: read and checked before anything is bootstrapped
+	if cfg.Restore != "" {
+		if restore, err = n.readRestoreFile(); err != nil {
+			return nil, err
+		}
+		n.restoreSuper = hasSuperToken(restore)
+	}
 	if n.nodeToken, err = readOrCreateSecret(filepath.Join(cfg.DataDir, NodeTokenFile)); err != nil {
 		return nil, err
 	}
@@ -180,6 +191,11 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	n.logs = n.pipe.logs
 	if err := n.startRaft(); err != nil {
 		return nil, err
+	}
+	if restore != nil {
+		if err := n.seedFromSnapshot(restore); err != nil {
+			return nil, err
+		}
 	}
 	n.api = httpapi.New(httpapi.Config{
 		Version: version, IngestAllow: cfg.IngestAllow, Logger: logger, Tester: n,
@@ -194,6 +210,7 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	n.api.MountInternal(http.MethodGet, "/internal/v1/log", peer.Handler(n.pipe.events, logger))
 	n.api.MountInternal(http.MethodGet, subStatsPath, n.internalSubStats())
 	n.api.MountLocal(http.MethodGet, "/metrics", n.metricsHandler())
+	n.api.MountSnapshot(n) // GET /v1/snapshot, POST /v1/snapshot/restore: snapshot.go
 	// Profiles, for the same callers as /metrics.
 	n.api.MountLocal(http.MethodGet, "/debug/pprof/*", http.HandlerFunc(pprof.Index))
 	n.api.MountLocal(http.MethodGet, "/debug/pprof/profile", http.HandlerFunc(pprof.Profile))
@@ -306,6 +323,11 @@ func (n *Node) startRaft() error {
 		n.transport.Close()
 		return fmt.Errorf("node: raft state: %w", err)
 	}
+	if n.cfg.Restore != "" && (hasState || n.fsm.Applied() > 0) {
+		n.transport.Close()
+		return fmt.Errorf("%w: data dir %s already holds a cluster's state; --restore only starts a new cluster in an empty data dir (restore into a running cluster with `hookswitch snapshot restore`)",
+			ErrRestoreRefused, n.cfg.DataDir)
+	}
 	n.raft, err = raft.NewRaft(rc, n.fsm, rs.Bolt, rs.Bolt, rs.Snapshots, n.transport)
 	if err != nil {
 		n.transport.Close()
@@ -314,9 +336,13 @@ func (n *Node) startRaft() error {
 	if n.cfg.Bootstrap && !hasState {
 		// The root token file is written before the cluster exists, so a
 		// crash between the two cannot leave a cluster nobody can manage:
-		// the leader loop commits it once this node leads.
+		// the leader loop commits it once this node leads. A cluster
+		// restored from a snapshot with a super token is managed with the
+		// saved cluster's tokens instead.
 		path := filepath.Join(n.cfg.DataDir, RootTokenFile)
-		if n.RootToken, err = readOrCreateSecret(path); err != nil {
+		if n.restoreSuper {
+			path = "(none: the snapshot's tokens)"
+		} else if n.RootToken, err = readOrCreateSecret(path); err != nil {
 			return err
 		}
 		cfg := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: n.transport.LocalAddr()}}}
