@@ -210,6 +210,7 @@ func run(c config, out, log io.Writer) (res result, err error) {
 			for j := range round {
 				if j != i {
 					round[i].PeerRecords += round[j].Records
+					round[i].PeerLogBytes += round[j].LogBytes
 				}
 			}
 			fmt.Fprintln(lines, round[i])
@@ -343,15 +344,16 @@ func createSubs(cl *harness.Cluster, c config, url string) error {
 	}
 }
 
-// retentionBound states what bounds events.db at this rate: the bytes per
-// event seen at the end times the events of 72h (the default retention),
-// capped by the default retention-bytes (2 GiB).
+// retentionBound states what bounds the events stored at this rate: the
+// bytes per event stored (hookswitch_event_log_bytes / records) at the end
+// times the events of 72h (the default retention), capped by the default
+// retention-bytes (2 GiB) of stored events.
 func retentionBound(res result) string {
 	var per float64
 	if n := len(res.Samples); n > 0 {
 		var b, r int64
 		for _, s := range res.Samples[n-1] {
-			b += s.EventsDB
+			b += s.LogBytes
 			r += s.Records
 		}
 		if r > 0 {

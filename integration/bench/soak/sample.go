@@ -28,12 +28,14 @@ type sample struct {
 	EventsDB   int64   `json:"events-db-bytes"`
 	PeersDB    int64   `json:"peers-db-bytes"` // peers/*.db together
 	Records    int64   `json:"log-records"`    // hookswitch_event_log_records: events in events.db
-	// PeerRecords is the other nodes' log-records of the same round: what
-	// the peers' copies hold (at most).
-	PeerRecords int64  `json:"peer-log-records"`
-	Snapshots   int    `json:"snapshots"`      // snapshots kept in snapshots/
-	SnapIndex   uint64 `json:"snapshot-index"` // raft index of the newest
-	Err         string `json:"error,omitempty"`
+	LogBytes   int64   `json:"log-bytes"`      // hookswitch_event_log_bytes: bytes of the events in events.db
+	// PeerRecords and PeerLogBytes are the other nodes' log-records and
+	// log-bytes of the same round: what the peers' copies hold (at most).
+	PeerRecords  int64  `json:"peer-log-records"`
+	PeerLogBytes int64  `json:"peer-log-bytes"`
+	Snapshots    int    `json:"snapshots"`      // snapshots kept in snapshots/
+	SnapIndex    uint64 `json:"snapshot-index"` // raft index of the newest
+	Err          string `json:"error,omitempty"`
 }
 
 func (s sample) String() string {
@@ -71,7 +73,7 @@ func sampleNode(nd *harness.Node, hc *http.Client, at time.Duration, phase strin
 	if err != nil {
 		errs = append(errs, err.Error())
 	}
-	s.Goroutines, s.Records = int(m["go_goroutines"]), int64(m["hookswitch_event_log_records"])
+	s.Goroutines, s.Records, s.LogBytes = int(m["go_goroutines"]), int64(m["hookswitch_event_log_records"]), int64(m["hookswitch_event_log_bytes"])
 	s.RaftDB = size(filepath.Join(nd.DataDir, store.RaftFile))
 	s.EventsDB = size(filepath.Join(nd.DataDir, store.EventsFile))
 	if peers, err := filepath.Glob(filepath.Join(nd.DataDir, "peers", "*.db")); err == nil {
@@ -213,6 +215,9 @@ func mean(xs []float64) float64 {
 // the first third's plus slack. It needs at least 3 values.
 func flat(node, name string, xs []float64, factor, slack float64, unit string) verdict {
 	v := verdict{Node: node, Series: name, Bound: fmt.Sprintf("last ≤ %.2f × first + %g%s", factor, slack, unit)}
+	if unit == " B" {
+		v.Bound = fmt.Sprintf("last ≤ %.2f × first + %s", factor, mib(int64(slack)))
+	}
 	if len(xs) < 3 {
 		v.Note = fmt.Sprintf("%d samples after warm-up; need 3", len(xs))
 		return v
@@ -226,13 +231,44 @@ func flat(node, name string, xs []float64, factor, slack float64, unit string) v
 	return v
 }
 
+// proportional judges a log file that grows with its content: at every
+// sample the file may be at most fileFactor times the bytes of the events
+// it holds plus fileSlack. First and Last are the file's bytes per event
+// (for the record: it falls while the file fills its first allocation).
+// f returns the file size, the bytes of the events and their number.
+func proportional(node, name string, ss []sample, f func(s sample) (file, content, events float64)) verdict {
+	v := verdict{Node: node, Series: name, Bound: fmt.Sprintf("file ≤ %g × its events' bytes + %s at every sample", fileFactor, mib(fileSlack)),
+		Note: "grows with ingest by design; shown: file bytes per event"}
+	var per []float64
+	worst := 0.0
+	for _, s := range ss {
+		file, content, events := f(s)
+		if events > 0 {
+			per = append(per, file/events)
+		}
+		worst = max(worst, file/(fileFactor*content+fileSlack))
+	}
+	if len(per) < 3 {
+		v.Note = fmt.Sprintf("%d samples with events after warm-up; need 3", len(per))
+		return v
+	}
+	v.First, v.Last = thirds(per)
+	if v.First > 0 {
+		v.Ratio = v.Last / v.First
+	}
+	v.Judged, v.OK = true, worst <= 1
+	return v
+}
+
 // Bounds of the series (see docs/reliability.md, "Soak").
 const (
 	rssFactor, rssSlack         = 1.5, 16 << 20 // Go's heap target moves with GC; a leak keeps climbing
 	goroutineFactor, goroutineS = 1.25, 20      // in-flight POSTs and hung ones come and go
 	fdFactor, fdSlack           = 1.25, 10
-	perEventFactor              = 1.5  // bbolt grows its file in 16 MiB steps
-	raftFactor                  = 1.25 // once compaction runs, freed pages are reused
+	// A bbolt file holds its events with page overhead and grows in
+	// 16 MiB steps (the first allocation is 16 MiB).
+	fileFactor, fileSlack = 2.0, 32 << 20
+	raftFactor            = 1.25 // once compaction runs, freed pages are reused
 	// raftSnapshotsNeeded is how many snapshots must have been taken
 	// before the last third for raft.db to be judged: hashicorp/raft
 	// truncates its log only from the second snapshot on (it keeps
@@ -263,25 +299,14 @@ func judge(node string, all []sample, warmup time.Duration) []verdict {
 		flat(node, "open-fds", col(func(s sample) float64 { return float64(s.FDs) }), fdFactor, fdSlack, ""),
 	}
 	// events.db grows with ingest by design (72h retention): what must
-	// stay flat is its size per event it holds.
-	perEvent := func(s sample) float64 {
-		if s.Records == 0 {
-			return 0
-		}
-		return float64(s.EventsDB) / float64(s.Records)
-	}
-	ev := flat(node, "events.db-bytes/event", col(perEvent), perEventFactor, 0, " B")
-	ev.Note = "events.db grows with ingest by design; its size per stored event must not"
-	out = append(out, ev)
-	peerPerEvent := func(s sample) float64 {
-		if s.PeerRecords == 0 {
-			return 0
-		}
-		return float64(s.PeersDB) / float64(s.PeerRecords)
-	}
-	pv := flat(node, "peers-bytes/event", col(peerPerEvent), perEventFactor, 0, " B")
-	pv.Note = "the copies of the peers' logs, per event the peers hold"
-	out = append(out, pv)
+	// hold is that the file stays proportional to the events it holds.
+	out = append(out,
+		proportional(node, "events.db-bytes", ss, func(s sample) (float64, float64, float64) {
+			return float64(s.EventsDB), float64(s.LogBytes), float64(s.Records)
+		}),
+		proportional(node, "peers-db-bytes", ss, func(s sample) (float64, float64, float64) {
+			return float64(s.PeersDB), float64(s.PeerLogBytes), float64(s.PeerRecords)
+		}))
 
 	// raft.db: bounded once raft compacts its log.
 	v := verdict{Node: node, Series: "raft.db-bytes", Bound: fmt.Sprintf("last-third max ≤ %.2f × max before it, once raft has taken %d snapshots", raftFactor, raftSnapshotsNeeded)}
