@@ -187,7 +187,7 @@ func run(c config, out, log io.Writer) (res result, err error) {
 		tb.Keep = true
 		return res, err
 	}
-	logf("%d subscriptions assigned; load %.0f events/s for %s, each event to %d subscriptions", c.Subs, c.Rate, c.Duration, c.PerEvent)
+	logf("%d subscriptions assigned; load %.0f events/s for %s, each event to %d of them", c.Subs, c.Rate, c.Duration, c.PerEvent)
 
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConns: 4 * c.Workers, MaxIdleConnsPerHost: c.Workers, IdleConnTimeout: time.Minute}}
 	defer hc.CloseIdleConnections()

@@ -192,13 +192,13 @@ func TestJudgeRaftNeedsSnapshots(t *testing.T) {
 	mk := func(raft []int64, snaps []uint64) []sample {
 		out := make([]sample, len(raft))
 		for i := range raft {
-			out[i] = sample{Node: "n1", At: float64(i * 10), Phase: "load", RaftDB: raft[i], SnapIndex: snaps[i], RSS: 1, Goroutines: 1, FDs: 1}
+			out[i] = sample{Node: "n1", At: float64(i * 10), Phase: "load", RaftDB: raft[i], SnapIndex: snaps[i], RSS: 1, RSSAnon: 1, Goroutines: 1, FDs: 1}
 		}
 		return out
 	}
 	find := func(vs []verdict) verdict {
 		for _, v := range vs {
-			if v.Series == "raft.db-bytes" {
+			if v.Series == "raft.db" {
 				return v
 			}
 		}
@@ -244,19 +244,19 @@ func TestProportional(t *testing.T) {
 	}
 }
 
-func TestVmRSS(t *testing.T) {
-	rss, err := vmRSS("/proc/self/status")
+func TestProcStatus(t *testing.T) {
+	st, err := procStatus("/proc/self/status")
 	if err != nil {
 		t.Skipf("no /proc here: %v", err)
 	}
-	if rss < 1<<20 {
-		t.Errorf("own RSS %d bytes: implausibly small", rss)
+	if st["VmRSS"] < 1<<20 || st["RssAnon"] <= 0 || st["RssAnon"] > st["VmRSS"] {
+		t.Errorf("own VmRSS %d, RssAnon %d bytes: implausible", st["VmRSS"], st["RssAnon"])
 	}
 	bad := filepath.Join(t.TempDir(), "status")
 	if err := os.WriteFile(bad, []byte("Name:\tx\nVmRSS:\t12 MB\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := vmRSS(bad); err == nil {
+	if _, err := procStatus(bad); err == nil {
 		t.Error("a VmRSS line not in kB was accepted")
 	}
 }
@@ -284,7 +284,7 @@ func TestSoakShort(t *testing.T) {
 	}
 	for _, round := range res.Samples {
 		for _, s := range round {
-			if s.Err != "" || s.RSS == 0 || s.Goroutines == 0 || s.FDs == 0 || s.RaftDB == 0 || s.EventsDB == 0 {
+			if s.Err != "" || s.RSS == 0 || s.RSSAnon == 0 || s.HeapInuse == 0 || s.Goroutines == 0 || s.FDs == 0 || s.RaftDB == 0 || s.EventsDB == 0 {
 				t.Errorf("incomplete sample: %s", s)
 			}
 		}
