@@ -276,21 +276,31 @@ func TestSoakShort(t *testing.T) {
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, out.String())
 	}
-	if !res.OK || res.Account.Lost != 0 || res.Account.Accepted == 0 || res.Account.Expected != 2*res.Account.Accepted {
-		t.Errorf("soak: ok %v, failures %v, account %s\n%s", res.OK, res.Failures, res.Account, out.String())
+	// Nothing lost, nothing misdelivered. (Whether the series stayed flat
+	// is not asserted: 20 s is mostly warm-up, and under -race the nodes'
+	// memory is the race detector's.)
+	a := res.Account
+	if a.Accepted == 0 || a.Lost != 0 || a.Unexpected != 0 || a.Expected != 2*a.Accepted || res.Receiver.BadBody != 0 || res.DrainSeconds < 0 {
+		t.Errorf("soak: account %s, bad bodies %d, drain %.0fs\n%s", a, res.Receiver.BadBody, res.DrainSeconds, out.String())
+	}
+	if res.Receiver.Refused == 0 {
+		t.Errorf("the receiver refused no POST at -fail 0.1: %d POSTs", res.Receiver.Posts)
 	}
 	if len(res.Samples) < 5 {
 		t.Errorf("%d sample rounds in 20 s at 2 s, want at least 5", len(res.Samples))
 	}
 	for _, round := range res.Samples {
 		for _, s := range round {
-			if s.Err != "" || s.RSS == 0 || s.RSSAnon == 0 || s.HeapInuse == 0 || s.Goroutines == 0 || s.FDs == 0 || s.RaftDB == 0 || s.EventsDB == 0 {
+			if s.Err != "" || s.RSS == 0 || s.RSSAnon == 0 || s.HeapInuse == 0 || s.Goroutines == 0 || s.FDs == 0 || s.RaftDB == 0 || s.EventsDB == 0 || s.PeersDB == 0 {
 				t.Errorf("incomplete sample: %s", s)
 			}
 		}
 	}
-	if !strings.Contains(out.String(), "OK: 0 lost") {
-		t.Errorf("summary without the OK line:\n%s", out.String())
+	if len(res.Verdicts) != 3*7 {
+		t.Errorf("%d verdicts, want 7 series × 3 nodes", len(res.Verdicts))
+	}
+	if !strings.Contains(out.String(), "accounting: accepted") {
+		t.Errorf("no accounting line in the summary:\n%s", out.String())
 	}
 }
 
