@@ -41,14 +41,18 @@ func splitmix(x uint64) uint64 {
 // reaches: a pure function of i, so the accounting knows them without
 // keeping them.
 func matches(i uint64, k, subs int) []int {
+	return matchesInto(make([]int, 0, min(k, subs)), i, k, subs)
+}
+
+// matchesInto is matches appending to out (which it returns).
+func matchesInto(out []int, i uint64, k, subs int) []int {
 	k = min(k, subs)
-	out := make([]int, 0, k)
 	r := i
-	for len(out) < k {
+	for n := len(out) + k; len(out) < n; {
 		r = splitmix(r)
 		j := int(r % uint64(subs))
 		dup := false
-		for _, x := range out {
+		for _, x := range out[n-k:] {
 			dup = dup || x == j
 		}
 		if !dup {

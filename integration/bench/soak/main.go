@@ -239,7 +239,7 @@ func run(c config, out, log io.Writer) (res result, err error) {
 	// Wait for the backlog: every accepted event at every subscription it
 	// matches, or the drain bound.
 	deadline := loadEnd.Add(c.Drain)
-	poll := time.NewTicker(time.Second)
+	poll := time.NewTicker(2 * time.Second)
 	defer poll.Stop()
 	var a account
 	for {
@@ -279,6 +279,11 @@ func run(c config, out, log io.Writer) (res result, err error) {
 	}
 	if res.Receiver.BadBody > 0 {
 		res.Failures = append(res.Failures, fmt.Sprintf("%d POST bodies the receiver could not read", res.Receiver.BadBody))
+	}
+	for _, nd := range cl.Nodes {
+		if !nd.Running() {
+			res.Failures = append(res.Failures, fmt.Sprintf("node %s exited during the soak: %s", nd.ID, nd.ExitState()))
+		}
 	}
 	if res.Load.Accepted == 0 {
 		res.Failures = append(res.Failures, "no event was accepted")

@@ -191,11 +191,16 @@ func (r *receiver) account(acc *accepted, k, subs int, full bool) account {
 	for j := range ids {
 		ids[j] = subID(j)
 	}
+	byJ := make([]*subRecv, subs)
+	for j := range byJ {
+		byJ[j] = r.subs[ids[j]]
+	}
+	buf := make([]int, 0, k)
 	acc.each(func(inc string, seq, i uint64) {
 		a.Accepted++
-		for _, j := range matches(i, k, subs) {
+		for _, j := range matchesInto(buf[:0], i, k, subs) {
 			a.Expected++
-			if s := r.subs[ids[j]]; s != nil && s.seen[inc] != nil && s.seen[inc].has(seq) {
+			if s := byJ[j]; s != nil && s.seen[inc] != nil && s.seen[inc].has(seq) {
 				a.Delivered++
 				continue
 			}
@@ -220,6 +225,9 @@ func (r *receiver) account(acc *accepted, k, subs int, full bool) account {
 		// event the load never heard back about.
 		for inc, b := range s.seen {
 			for w, word := range *b {
+				if word == 0 {
+					continue
+				}
 				for bit := range 64 {
 					if word&(1<<bit) == 0 {
 						continue

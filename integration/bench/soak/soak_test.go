@@ -31,6 +31,9 @@ func TestMatchesDistinctAndDeterministic(t *testing.T) {
 			if again := matches(i, tt.k, tt.subs); !equal(again, got) {
 				t.Fatalf("matches(%d) not deterministic: %v then %v", i, got, again)
 			}
+			if into := matchesInto([]int{-1}, i, tt.k, tt.subs); into[0] != -1 || !equal(into[1:], got) {
+				t.Fatalf("matchesInto([-1], %d, …) = %v, want -1 then %v", i, into, got)
+			}
 		}
 	}
 }
