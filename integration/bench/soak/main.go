@@ -35,7 +35,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hookswitch/hookswitch/httpapi/client"
@@ -61,6 +63,18 @@ type config struct {
 	JSON      bool          `json:"-"`
 	Keep      bool          `json:"-"`
 	Bin       string        `json:"-"`
+}
+
+// MarshalJSON writes the durations as Go durations ("30m0s").
+func (c config) MarshalJSON() ([]byte, error) {
+	type plain config // without this method
+	return json.Marshal(struct {
+		plain
+		Duration string `json:"duration"`
+		Sample   string `json:"sample"`
+		Warmup   string `json:"warmup"`
+		Drain    string `json:"drain"`
+	}{plain(c), c.Duration.String(), c.Sample.String(), c.Warmup.String(), c.Drain.String()})
 }
 
 var timingSets = map[string]harness.Timings{
@@ -116,7 +130,8 @@ type result struct {
 		BadBody int64 `json:"bad-bodies"`
 	} `json:"receiver"`
 	Account       account   `json:"account"`
-	DrainSeconds  float64   `json:"drain-seconds"` // from the end of the load until nothing was missing
+	DrainSeconds  float64   `json:"drain-seconds"` // from the end of the load until nothing was missing; -1: not within -drain
+	Interrupted   bool      `json:"interrupted"`   // stopped early by a signal
 	Verdicts      []verdict `json:"verdicts"`
 	EventsPerNode float64   `json:"events-per-node-per-second"`
 	// RetentionBound is what events.db holds at most with the default
@@ -197,6 +212,12 @@ func run(c config, out, log io.Writer) (res result, err error) {
 	res.Started = start.UTC().Format(time.RFC3339)
 	ctx, cancel := context.WithTimeout(context.Background(), c.Duration)
 	defer cancel()
+	// Ctrl-C (or SIGTERM) during the load ends the load early, during
+	// the wait for the backlog ends the wait; the soak still reports and
+	// stops its nodes. After that the signals act as usual.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	loadDone := make(chan struct{})
 	go func() { defer close(loadDone); ld.run(ctx) }()
 
@@ -227,6 +248,10 @@ func run(c config, out, log io.Writer) (res result, err error) {
 		select {
 		case <-loadDone:
 			running = false
+		case <-sigs:
+			logf("interrupted: stopping the load")
+			res.Interrupted = true
+			cancel()
 		case <-tick.C:
 			sampleRound("load")
 		}
@@ -256,8 +281,13 @@ func run(c config, out, log io.Writer) (res result, err error) {
 		case <-poll.C:
 		case <-tick.C:
 			sampleRound("drain")
+		case <-sigs:
+			logf("interrupted: no longer waiting for the backlog")
+			res.Interrupted = true
+			deadline = time.Now() // account once more, then stop
 		}
 	}
+	signal.Stop(sigs)
 	res.Account = rcv.account(acc, c.PerEvent, c.Subs, true)
 	res.Receiver.Posts, res.Receiver.Refused, res.Receiver.Hung, res.Receiver.BadBody = rcv.posts.Load(), rcv.refused.Load(), rcv.hung.Load(), rcv.badBody.Load()
 
@@ -293,10 +323,13 @@ func run(c config, out, log io.Writer) (res result, err error) {
 			res.Failures = append(res.Failures, fmt.Sprintf("%s %s grew beyond its bound (%s): first third %.1f, last third %.1f", v.Node, v.Series, v.Bound, v.First, v.Last))
 		}
 	}
-	res.OK = len(res.Failures) == 0
-	if !res.OK {
-		tb.Keep = true
+	if len(res.Failures) > 0 {
+		tb.Keep = true // the nodes' data and logs, for a look
 	}
+	if res.Interrupted {
+		res.Failures = append(res.Failures, "interrupted: the run is incomplete")
+	}
+	res.OK = len(res.Failures) == 0
 	if c.JSON {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")

@@ -50,6 +50,24 @@ func equal(a, b []int) bool {
 	return true
 }
 
+func TestConfigJSON(t *testing.T) {
+	c := config{Duration: 30 * time.Minute, Sample: 10 * time.Second, Rate: 2000, Subs: 100}
+	if err := c.check(); err == nil {
+		t.Error("a config without -match, -batch, -workers, -timeout-ms and -timings passed its check")
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["duration"] != "30m0s" || m["sample"] != "10s" || m["warmup"] != "3m0s" || m["rate"] != 2000.0 || m["subs"] != 100.0 {
+		t.Errorf("config as JSON: %s", b)
+	}
+}
+
 func TestBitset(t *testing.T) {
 	var b bitset
 	for _, i := range []uint64{0, 63, 64, 1000, 5} {
