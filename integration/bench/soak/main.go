@@ -95,7 +95,7 @@ func main() {
 	flag.IntVar(&c.Subs, "subs", 100, "webhook subscriptions")
 	flag.Float64Var(&c.Match, "match", 0.05, "fraction of the subscriptions each event reaches (at least one)")
 	flag.IntVar(&c.Batch, "batch", 5, "events per ingest request: 1 to this many (1: single events)")
-	flag.IntVar(&c.Workers, "workers", 12, "ingest requests in flight at most (over all nodes)")
+	flag.IntVar(&c.Workers, "workers", 24, "ingest requests in flight at most (over all nodes)")
 	flag.Float64Var(&c.Fail, "fail", 0.10, "fraction of POSTs the receiver answers 500 or 503 (Retry-After: 1)")
 	flag.Float64Var(&c.Hang, "hang", 0.005, "fraction of POSTs the receiver never answers")
 	flag.IntVar(&c.TimeoutMs, "timeout-ms", 2000, "the subscriptions' request timeout (ends a hung POST)")
@@ -320,7 +320,7 @@ func run(c config, out, log io.Writer) (res result, err error) {
 	}
 	for _, v := range res.Verdicts {
 		if v.Judged && !v.OK {
-			res.Failures = append(res.Failures, fmt.Sprintf("%s %s grew beyond its bound (%s): first third %.1f, last third %.1f", v.Node, v.Series, v.Bound, v.First, v.Last))
+			res.Failures = append(res.Failures, "grew beyond its bound: "+v.String())
 		}
 	}
 	if len(res.Failures) > 0 {

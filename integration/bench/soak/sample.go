@@ -320,7 +320,12 @@ func judge(node string, all []sample, warmup time.Duration) []verdict {
 	if rss.Note == "" {
 		rss.Note = "for the record: includes the mmapped db files, which grow by design; rss-anon is judged"
 	}
-	out := []verdict{rss,
+	heap := flat(node, "go-heap", col(func(s sample) float64 { return float64(s.HeapInuse) }), rssFactor, rssSlack, " B")
+	heap.Judged, heap.OK = false, false
+	if heap.Note == "" {
+		heap.Note = "for the record: swings with each GC cycle; to read beside rss-anon"
+	}
+	out := []verdict{rss, heap,
 		flat(node, "rss-anon", col(func(s sample) float64 { return float64(s.RSSAnon) }), rssFactor, rssSlack, " B"),
 		flat(node, "goroutines", col(func(s sample) float64 { return float64(s.Goroutines) }), goroutineFactor, goroutineS, ""),
 		flat(node, "open-fds", col(func(s sample) float64 { return float64(s.FDs) }), fdFactor, fdSlack, ""),

@@ -317,8 +317,8 @@ func TestSoakShort(t *testing.T) {
 			}
 		}
 	}
-	if len(res.Verdicts) != 3*7 {
-		t.Errorf("%d verdicts, want 7 series × 3 nodes", len(res.Verdicts))
+	if len(res.Verdicts) != 3*8 {
+		t.Errorf("%d verdicts, want 8 series × 3 nodes", len(res.Verdicts))
 	}
 	if !strings.Contains(out.String(), "accounting: accepted") {
 		t.Errorf("no accounting line in the summary:\n%s", out.String())
