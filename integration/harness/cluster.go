@@ -437,8 +437,13 @@ func (cl *Cluster) WaitAllUp() {
 			}
 		}
 		return true, "", ""
-	}, FormTimeout)
+	}, UpTimeout)
 }
+
+// UpTimeout bounds WaitAllUp: a restarted node rejoins, catches up and
+// commits a report. Beside stress-ng on two cores an election or two can
+// come first, so it is longer than a start on a quiet machine needs.
+const UpTimeout = time.Minute
 
 // Leader returns the node that all the given nodes (default: every
 // running node) agree leads, waiting up to 10s until they agree on one of
