@@ -21,7 +21,7 @@ var eventModel = map[string]string{
 	"newchannel": ModelCall, "newstate": ModelCall, "newcallerid": ModelCall, "newconnectedline": ModelCall,
 	"dialbegin": ModelCall, "dialend": ModelCall, "hangup": ModelCall,
 	"bridgeenter": ModelCall, "bridgeleave": ModelCall, "hold": ModelCall, "unhold": ModelCall,
-	"cdr": ModelCDR,
+	"cdr":              ModelCDR,
 	"queuememberadded": ModelAgent, "queuememberremoved": ModelAgent, "queuememberpause": ModelAgent,
 	"queuememberstatus": ModelAgent, "queuememberpenalty": ModelAgent, "queuememberringinuse": ModelAgent,
 	"agentlogin": ModelAgent, "agentlogoff": ModelAgent, "agentcalled": ModelAgent, "agentconnect": ModelAgent, "agentcomplete": ModelAgent,
