@@ -187,6 +187,7 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	n.api.MountInternal(http.MethodGet, "/internal/v1/log", peer.Handler(n.pipe.events, logger))
 	n.api.MountInternal(http.MethodGet, subStatsPath, n.internalSubStats())
 	n.api.MountLocal(http.MethodGet, "/metrics", n.metricsHandler())
+	n.api.MountLocal(http.MethodGet, SourcesPath, n.pipe.sources.handler(n.id))
 	// Profiles, for the same callers as /metrics.
 	n.api.MountLocal(http.MethodGet, "/debug/pprof/*", http.HandlerFunc(pprof.Index))
 	n.api.MountLocal(http.MethodGet, "/debug/pprof/profile", http.HandlerFunc(pprof.Profile))

@@ -43,6 +43,17 @@ type Status struct {
 	LastErrorTime  string `json:"last-error-time,omitempty"` // RFC 3339
 }
 
+// View is the body of GET /v1/cluster/self/sources: one node's PBX
+// sources. HTTP ingest is always on and not listed.
+type View struct {
+	Node    string   `json:"node"`
+	Sources []Status `json:"sources"`
+}
+
+// ViewPath is where a node serves its View (local callers and super
+// tokens, like /metrics).
+const ViewPath = "/v1/cluster/self/sources"
+
 // State is a Status updated concurrently by an adapter and its Sink.
 type State struct {
 	eventsRead, appended, dropped, errors, connects atomic.Uint64
