@@ -122,9 +122,13 @@ func mapCall(m Message, out map[string]any) {
 	}
 	out["callid"] = uid
 	out["orig_callid"] = linked
-	out["orig_from_user"] = m.Get("CallerIDNum")
-	out["orig_from_name"] = m.Get("CallerIDName")
-	out["orig_to_user"] = m.Get("Exten")
+	// orig_* only when AMI says: an event without them (a bridge event
+	// has no CallerIDName) must not look like a change to call_origid.
+	for k, v := range map[string]string{"orig_from_user": m.Get("CallerIDNum"), "orig_from_name": m.Get("CallerIDName"), "orig_to_user": m.Get("Exten")} {
+		if v != "" && v != "<unknown>" {
+			out[k] = v
+		}
+	}
 	out["channel"] = m.Get("Channel")
 	state := strings.ToLower(m.Get("ChannelStateDesc"))
 	switch strings.ToLower(m.Get("Event")) {
