@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -326,4 +328,62 @@ func (f *fakeEvapiServer) close(t *testing.T) {
 		f.cur.Close()
 		f.cur = nil
 	}
+}
+
+// TestKamailioThroughput measures calls per second end to end (SIPp →
+// Kamailio → the source → the log → webhooks) with nothing lost. It runs
+// only when HOOKSWITCH_KAMAILIO_CALLS is set (docs/performance.md):
+//
+//	HOOKSWITCH_KAMAILIO_CALLS=2000 HOOKSWITCH_KAMAILIO_RATE=200 \
+//	  go test -count=1 -run 'TestKamailioThroughput$' -v ./integration/
+func TestKamailioThroughput(t *testing.T) {
+	calls, _ := strconv.Atoi(os.Getenv("HOOKSWITCH_KAMAILIO_CALLS"))
+	if calls <= 0 {
+		t.Skip("set HOOKSWITCH_KAMAILIO_CALLS (and HOOKSWITCH_KAMAILIO_RATE, calls per second) to measure")
+	}
+	rate, _ := strconv.Atoi(os.Getenv("HOOKSWITCH_KAMAILIO_RATE"))
+	if rate <= 0 {
+		rate = 100
+	}
+	needKamailio(t)
+	k := newKamailio(t)
+	name := "kamailio://" + k.EvapiAddr
+	nd := harness.StartDev(t, "--sources", name)
+	waitSource(t, nd, name, "the Kamailio source connected", func(st source.Status) bool { return st.Connected })
+	rs := subscribe(t, nd)
+	uas := sippUAS(t, "uas")
+	start := time.Now()
+	sippUAC(t, k, "uac_answer.xml", uas, calls, rate)
+	sent := time.Since(start)
+	// Every call: start, answer, end and a cdr.
+	harness.WaitFor(t, func() (bool, string, string) {
+		got := len(rs.call.Events()) + len(rs.cdr.Events())
+		return got >= 4*calls, fmt.Sprintf("%d events", 4*calls), fmt.Sprint(got)
+	}, deliverTimeout+time.Duration(calls/max(rate, 1))*time.Second)
+	took := time.Since(start)
+	st, _ := sourceStatus(t, nd, name)
+	cdrs := byCall(rs.cdr)
+	if len(cdrs) != calls || st.EventsDropped != 0 || st.EventsAppended != uint64(4*calls) {
+		t.Errorf("%d calls with a cdr, source %+v: want %d, none dropped", len(cdrs), st, calls)
+	}
+	for _, r := range []*harness.Receiver{rs.call, rs.cdr} {
+		if extra, _ := r.Duplicates(); extra != 0 {
+			t.Errorf("%d duplicates", extra)
+		}
+	}
+	var lat []time.Duration
+	for _, evs := range cdrs {
+		if ms, err := strconv.ParseInt(str(evs[0].Fields, "ingest-time"), 10, 64); err == nil {
+			lat = append(lat, evs[0].At.Sub(time.UnixMilli(ms)))
+		}
+	}
+	slices.Sort(lat)
+	p := func(q float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[min(len(lat)-1, int(q*float64(len(lat))))]
+	}
+	t.Logf("calls %d at %d/s offered: SIPp done in %s, all %d events delivered in %s: %.1f calls/s end to end, 0 lost; cdr ingest→webhook p50 %s p99 %s",
+		calls, rate, sent.Round(time.Millisecond), 4*calls, took.Round(time.Millisecond), float64(calls)/took.Seconds(), p(0.5), p(0.99))
 }
