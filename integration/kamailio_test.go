@@ -8,8 +8,10 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -165,8 +167,18 @@ func TestKamailioSource(t *testing.T) {
 	fake := newFakeEvapiServer(t)
 	realName := "kamailio://" + k.EvapiAddr
 	fakeName := "kamailio://" + fake.addr()
-	nd := harness.StartDev(t, "--sources", "http,"+realName+","+fakeName)
+	// The sources as a TOML list in a config file, with an AMI source
+	// whose password must never show (nothing listens on its port).
+	amiPort := harness.FreePorts(t, "127.0.0.1", 1)[0]
+	amiName := fmt.Sprintf("ami://hs@127.0.0.1:%d", amiPort)
+	cfg := filepath.Join(t.TempDir(), "hookswitch.toml")
+	toml := fmt.Sprintf("sources = [\"http\", %q, %q, \"ami://hs:%s@127.0.0.1:%d\"]\n", realName, fakeName, amiSecret, amiPort)
+	if err := os.WriteFile(cfg, []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nd := harness.StartDev(t, "--config", cfg)
 	waitSource(t, nd, realName, "the Kamailio source connected", func(st source.Status) bool { return st.Connected })
+	waitSource(t, nd, amiName, "the AMI source to fail to connect", func(st source.Status) bool { return st.Errors > 0 && !st.Connected })
 
 	rs := subscribe(t, nd)
 
@@ -235,9 +247,35 @@ func TestKamailioSource(t *testing.T) {
 		t.Errorf("the real source is no longer connected: %+v", st2)
 	}
 	out := nd.MustCLI("status")
-	if !strings.Contains(out, realName) || !strings.Contains(out, fakeName) {
+	if !strings.Contains(out, realName) || !strings.Contains(out, fakeName) || !strings.Contains(out, amiName) {
 		t.Errorf("hookswitch status does not list the sources:\n%s", out)
 	}
+	metrics := getMetrics(t, nd)
+	if !strings.Contains(metrics, `hookswitch_source_connected{kind="kamailio",source="`+realName+`"} 1`) {
+		t.Errorf("/metrics lacks the Kamailio source connected")
+	}
+	for what, text := range map[string]string{"the log": nd.Logs(), "status": out, "/metrics": metrics} {
+		if strings.Contains(text, amiSecret) {
+			t.Errorf("the AMI password appears in %s", what)
+		}
+	}
+}
+
+// amiSecret is the password of the test's AMI source.
+const amiSecret = "n0t-in-the-logs"
+
+func getMetrics(t *testing.T, nd *harness.Node) string {
+	t.Helper()
+	resp, err := nd.HTTPClient().Get(nd.BaseURL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/metrics: %d %v", resp.StatusCode, err)
+	}
+	return string(b)
 }
 
 // receivers are the webhook receivers of the call, cdr and call_origid
