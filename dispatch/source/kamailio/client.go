@@ -19,6 +19,10 @@ const Kind = "kamailio"
 // DialTimeout bounds one connection attempt.
 const DialTimeout = 5 * time.Second
 
+// stableConn is how long a connection must last to count as working
+// even without events.
+const stableConn = time.Second
+
 // keepAlive is the TCP keepalive period: evapi sends nothing while no
 // call happens, so a dead peer is found by the kernel.
 const keepAlive = 15 * time.Second
@@ -93,8 +97,9 @@ func (c *Client) Run(ctx context.Context) {
 }
 
 // session is one connection: dial, read until it fails. It reports
-// whether the connection carried at least one event (the backoff then
-// starts over).
+// whether the connection worked (carried an event, or lasted
+// stableConn): the backoff then starts over, so that a Kamailio restart
+// after a long quiet connection is caught at once.
 func (c *Client) session(ctx context.Context) (good bool) {
 	d := net.Dialer{Timeout: DialTimeout, KeepAlive: keepAlive}
 	conn, err := d.DialContext(ctx, "tcp", c.addr)
@@ -114,7 +119,9 @@ func (c *Client) session(ctx context.Context) (good bool) {
 	c.mu.Unlock()
 	c.state.Connected(true)
 	c.log.Info("connected to Kamailio evapi")
+	since := time.Now()
 	defer func() {
+		good = good || time.Since(since) >= stableConn
 		c.mu.Lock()
 		c.conn = nil
 		c.mu.Unlock()
