@@ -52,6 +52,9 @@ type Client struct {
 	sink    *source.Sink
 	backoff source.Backoff
 
+	// lastFail is the last error logged (Run's goroutine only).
+	lastFail string
+
 	mu   sync.Mutex
 	conn net.Conn
 }
@@ -141,6 +144,7 @@ func (c *Client) session(ctx context.Context) (good bool) {
 	}
 	c.state.Connected(true)
 	c.log.Info("logged in to AMI")
+	c.lastFail = ""
 	for {
 		m, err := r.Next()
 		if err != nil {
@@ -204,7 +208,15 @@ func (c *Client) login(conn net.Conn, r *Reader) error {
 // clean drops CR and LF, which would end the line (an injected action).
 func clean(s string) string { return strings.NewReplacer("\r", "", "\n", "").Replace(s) }
 
+// fail counts and logs an error. The same error again (a PBX that stays
+// down) is logged at debug level until a connection works again.
 func (c *Client) fail(msg string, err error) {
-	c.state.Fail(fmt.Sprintf("%s: %v", msg, err))
+	text := fmt.Sprintf("%s: %v", msg, err)
+	c.state.Fail(text)
+	if text == c.lastFail {
+		c.log.Debug(msg, "err", err)
+		return
+	}
+	c.lastFail = text
 	c.log.Warn(msg, "err", err)
 }

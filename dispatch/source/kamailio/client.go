@@ -44,6 +44,9 @@ type Client struct {
 	sink    *source.Sink
 	backoff source.Backoff
 
+	// lastFail is the last error logged (Run's goroutine only).
+	lastFail string
+
 	mu   sync.Mutex
 	conn net.Conn // the current connection, closed to stop
 }
@@ -119,6 +122,7 @@ func (c *Client) session(ctx context.Context) (good bool) {
 	c.mu.Unlock()
 	c.state.Connected(true)
 	c.log.Info("connected to Kamailio evapi")
+	c.lastFail = ""
 	since := time.Now()
 	defer func() {
 		good = good || time.Since(since) >= stableConn
@@ -159,7 +163,15 @@ func (c *Client) session(ctx context.Context) (good bool) {
 	}
 }
 
+// fail counts and logs an error. The same error again (a PBX that stays
+// down) is logged at debug level until a connection works again.
 func (c *Client) fail(msg string, err error) {
-	c.state.Fail(fmt.Sprintf("%s: %v", msg, err))
+	text := fmt.Sprintf("%s: %v", msg, err)
+	c.state.Fail(text)
+	if text == c.lastFail {
+		c.log.Debug(msg, "err", err)
+		return
+	}
+	c.lastFail = text
 	c.log.Warn(msg, "err", err)
 }

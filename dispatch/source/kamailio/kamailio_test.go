@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -315,13 +316,37 @@ func TestClientNoServerBacksOff(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now
-	c, stop := startClient(t, addr, &memLog{})
-	waitFor(t, "two failed connects", func() bool { return c.Status().Errors >= 2 })
-	stop()
+	var logs syncBuffer
+	c := New(Options{Addr: addr, Log: &memLog{}, Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Backoff: source.Backoff{Min: 5 * time.Millisecond, Max: 10 * time.Millisecond}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	waitFor(t, "three failed connects", func() bool { return c.Status().Errors >= 3 })
+	cancel()
+	<-done
 	if st := c.Status(); st.Connected || st.Connects != 0 || !strings.Contains(st.LastError, "connecting failed") {
 		t.Errorf("status %+v", st)
 	}
+	// The same failure again is not logged again at warning level.
+	if n := strings.Count(logs.String(), "connecting failed"); n != 1 {
+		t.Errorf("%d warnings for a server that stays down, want 1:\n%s", n, logs.String())
+	}
 }
+
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func TestClientDrainsQueueOnStop(t *testing.T) {
 	srv := newFakeEvapi(t)
