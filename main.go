@@ -31,6 +31,7 @@ import (
 
 	"github.com/hookswitch/hookswitch/dispatch/match"
 	"github.com/hookswitch/hookswitch/fsm/backup"
+	"github.com/hookswitch/hookswitch/dispatch/source"
 	"github.com/hookswitch/hookswitch/httpapi"
 	"github.com/hookswitch/hookswitch/httpapi/client"
 	"github.com/hookswitch/hookswitch/node"
@@ -122,6 +123,7 @@ func newAgentCmd() *cobra.Command {
 	f.Duration("read-timeout", d.ReadTimeout, "a request's headers and body must arrive within it")
 	f.String("api-rate", node.FormatRate(d.APIRate), "admin API requests per second per token[:burst] (super tokens are not limited; 0: off)")
 	f.String("ingest-rate", node.FormatRate(d.IngestRate), "ingest requests per second per source address[:burst] outside ingest-allow (0: off)")
+	f.String("sources", node.DefaultSources, "event sources, comma-separated: http (always on), kamailio://HOST:PORT, ami://USER:PASS@HOST:PORT[?domain=D] (put AMI passwords in the env or the config file, not on the command line)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		// Only the agent's own flags are settings: the client flags of
 		// the root command are not read from env or file.
@@ -222,6 +224,7 @@ func agentConfig(fs *pflag.FlagSet) (node.Config, error) {
 	cfg.TLSCert, cfg.TLSKey = str("tls-cert"), str("tls-key")
 	cfg.ClusterCA, cfg.JoinToken = str("cluster-ca"), str("join-token")
 	cfg.ReadTimeout = dur("read-timeout")
+	cfg.Sources = strings.Split(str("sources"), ",")
 	var err error
 	if cfg.APIRate, err = node.ParseRate(str("api-rate")); err != nil {
 		return cfg, fmt.Errorf("api-rate: %w", err)
@@ -697,14 +700,42 @@ func newStatusCmd(cf *clientFlags) *cobra.Command {
 				status[s.Status]++
 			}
 			out := map[string]any{"ready": ready, "leader": view.Leader, "nodes": view.Nodes, "subscriptions": len(subs), "by-status": status}
+			// This node's PBX sources; a node without the endpoint (older)
+			// shows none.
+			srcs, srcErr := cl.Sources(c.Context())
+			if srcErr == nil {
+				out["sources"] = srcs.Sources
+			}
 			return cf.output(c, out, func(w *tabwriter.Writer) {
 				fmt.Fprintf(w, "this node:\t%s\nleader:\t%s\nsubscriptions:\t%d %v\n\n", ready, view.Leader, len(subs), status)
 				fmt.Fprintln(w, "NODE\tHTTP\tRAFT\tROLE\tSUFFRAGE\tHEALTH\tSUBS")
 				for _, nd := range view.Nodes {
 					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", nd.ID, nd.HTTPAddr, nd.RaftAddr, nd.RaftRole, nd.Suffrage, nd.Health, nd.ActiveSub)
 				}
+				printSources(w, srcs, srcErr)
 			})
 		}}
+}
+
+// printSources adds this node's PBX sources to hookswitch status.
+func printSources(w io.Writer, v source.View, err error) {
+	fmt.Fprintln(w)
+	switch {
+	case err != nil:
+		fmt.Fprintf(w, "sources:\tunknown (%v)\n", err)
+		return
+	case len(v.Sources) == 0:
+		fmt.Fprintln(w, "sources:\thttp only")
+		return
+	}
+	fmt.Fprintln(w, "SOURCE\tCONNECTED\tCONNECTS\tREAD\tAPPENDED\tDROPPED\tERRORS\tLAST ERROR")
+	for _, s := range v.Sources {
+		last := s.LastError
+		if last != "" {
+			last = s.LastErrorTime + " " + last
+		}
+		fmt.Fprintf(w, "%s\t%v\t%d\t%d\t%d\t%d\t%d\t%s\n", s.Name, s.Connected, s.Connects, s.EventsRead, s.EventsAppended, s.EventsDropped, s.Errors, last)
+	}
 }
 
 // ---- cluster commands ----

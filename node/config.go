@@ -95,6 +95,10 @@ type Config struct {
 	IngestRate httpapi.Rate
 
 	ShutdownTimeout time.Duration
+
+	// Sources are the event sources (DESIGN.md "PBX sources"): "http"
+	// (always on) and kamailio:// and ami:// URLs (node/sources.go).
+	Sources []string
 }
 
 // Default returns a Config with DESIGN.md's defaults.
@@ -119,6 +123,7 @@ func Default() Config {
 		ReadTimeout:          DefaultReadTimeout,
 		APIRate:              DefaultAPIRate,
 		IngestRate:           DefaultIngestRate,
+		Sources:              []string{DefaultSources},
 	}
 }
 
@@ -127,6 +132,9 @@ var ErrConfig = errors.New("invalid configuration")
 
 // Validate checks the settings against each other.
 func (c *Config) Validate() error {
+	if _, err := ParseSources(c.Sources); err != nil {
+		return err
+	}
 	switch {
 	case c.DataDir == "":
 		return fmt.Errorf("%w: data-dir is empty", ErrConfig)

@@ -211,6 +211,7 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	n.api.MountInternal(http.MethodGet, subStatsPath, n.internalSubStats())
 	n.api.MountLocal(http.MethodGet, "/metrics", n.metricsHandler())
 	n.api.MountSnapshot(n) // GET /v1/snapshot, POST /v1/snapshot/restore: snapshot.go
+	n.api.MountLocal(http.MethodGet, SourcesPath, n.pipe.sources.handler(n.id))
 	// Profiles, for the same callers as /metrics.
 	n.api.MountLocal(http.MethodGet, "/debug/pprof/*", http.HandlerFunc(pprof.Index))
 	n.api.MountLocal(http.MethodGet, "/debug/pprof/profile", http.HandlerFunc(pprof.Profile))

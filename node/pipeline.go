@@ -37,6 +37,8 @@ type pipeline struct {
 	wsHub  *hub.Hub // websocket fan-out
 
 	mesh *mesh
+	// sources are the PBX sources (sources.go), appending to events.
+	sources *sourceSet
 
 	stopEngine, stopLoops context.CancelFunc
 	engineWG, loopsWG     sync.WaitGroup
@@ -102,6 +104,8 @@ func newPipeline(n *Node, version string, logger *slog.Logger) (*pipeline, error
 		renewed: make(chan struct{}), abortPosts: abortPosts,
 	}
 	p.mesh = newMesh(p)
+	specs, _ := ParseSources(n.cfg.Sources) // checked by Config.Validate
+	p.sources = newSourceSet(specs, events, logger)
 	if err := p.mesh.openExisting(); err != nil {
 		abortPosts()
 		p.mesh.close()
@@ -125,6 +129,7 @@ func (p *pipeline) start() {
 	go func() { defer p.loopsWG.Done(); p.syncLoop(lctx) }()
 	go func() { defer p.loopsWG.Done(); p.reportLoop(lctx) }()
 	go func() { defer p.loopsWG.Done(); p.trimLoop(lctx) }()
+	p.sources.start()
 }
 
 // stop ends delivery, stops the loops, commits a final report while raft
@@ -132,6 +137,7 @@ func (p *pipeline) start() {
 // until ctx is done: then they are cancelled, their events count as not
 // delivered, and the final report's cursors stay before them.
 func (p *pipeline) stop(ctx context.Context, report bool) error {
+	p.sources.stop() // no new events from the PBX; what they queued is appended
 	p.stopEngine()
 	unwatch := context.AfterFunc(ctx, p.abortPosts)
 	p.engineWG.Wait()

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hookswitch/hookswitch/dispatch/source"
 	"github.com/hookswitch/hookswitch/httpapi"
 )
 
@@ -315,4 +316,12 @@ func (c *Client) Drain(ctx context.Context, node string, drain bool) error {
 // RemoveNode removes a node from the cluster.
 func (c *Client) RemoveNode(ctx context.Context, node string) error {
 	return c.Do(ctx, http.MethodDelete, "/v1/cluster/nodes/"+url.PathEscape(node), nil, nil)
+}
+
+// Sources returns the PBX sources of the node the client talks to (GET
+// /v1/cluster/self/sources: loopback callers or a super token).
+func (c *Client) Sources(ctx context.Context) (source.View, error) {
+	var v source.View
+	err := c.Do(ctx, http.MethodGet, source.ViewPath, nil, &v)
+	return v, err
 }
