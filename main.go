@@ -30,8 +30,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/hookswitch/hookswitch/dispatch/match"
-	"github.com/hookswitch/hookswitch/fsm/backup"
 	"github.com/hookswitch/hookswitch/dispatch/source"
+	"github.com/hookswitch/hookswitch/fsm/backup"
 	"github.com/hookswitch/hookswitch/httpapi"
 	"github.com/hookswitch/hookswitch/httpapi/client"
 	"github.com/hookswitch/hookswitch/node"
