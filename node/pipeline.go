@@ -229,6 +229,7 @@ func engineSub(s *fsm.Subscription) engine.Sub {
 		Target: webhook.Target{
 			SubID: s.ID, URL: s.PostURL, Secret: s.Secret, Encoding: s.Encoding,
 			BatchMax: s.BatchMax, Timeout: time.Duration(s.TimeoutMs) * time.Millisecond,
+			OldSecret: s.PrevSecret, OldSecretUntil: time.UnixMilli(s.PrevSecretUntilMs),
 		},
 		Generation: s.Generation,
 		StartMs:    s.StartMs,
