@@ -119,6 +119,8 @@ func newAgentCmd() *cobra.Command {
 	f.Duration("read-timeout", d.ReadTimeout, "a request's headers and body must arrive within it")
 	f.String("api-rate", node.FormatRate(d.APIRate), "admin API requests per second per token[:burst] (super tokens are not limited; 0: off)")
 	f.String("ingest-rate", node.FormatRate(d.IngestRate), "ingest requests per second per source address[:burst] outside ingest-allow (0: off)")
+	f.Duration("secret-overlap", d.SecretOverlap, "after a signing secret rotation, POSTs carry the old secret's signature too for this long")
+	f.Int("max-subs-per-token", d.MaxSubsPerToken, "subscriptions one token may create (super tokens are not limited; 0: no limit)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		// Only the agent's own flags are settings: the client flags of
 		// the root command are not read from env or file.
@@ -218,6 +220,8 @@ func agentConfig(fs *pflag.FlagSet) (node.Config, error) {
 	cfg.TLSCert, cfg.TLSKey = str("tls-cert"), str("tls-key")
 	cfg.ClusterCA, cfg.JoinToken = str("cluster-ca"), str("join-token")
 	cfg.ReadTimeout = dur("read-timeout")
+	cfg.SecretOverlap = dur("secret-overlap")
+	cfg.MaxSubsPerToken, _ = fs.GetInt("max-subs-per-token")
 	var err error
 	if cfg.APIRate, err = node.ParseRate(str("api-rate")); err != nil {
 		return cfg, fmt.Errorf("api-rate: %w", err)

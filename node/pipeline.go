@@ -87,7 +87,7 @@ func newPipeline(n *Node, version string, logger *slog.Logger) (*pipeline, error
 	}
 	poster := webhook.NewPoster(webhook.PosterOptions{
 		Version: version,
-		Guard:   webhook.NewGuard(toPrefixes(n.cfg.PostURLDeny), toPrefixes(n.cfg.PostURLAllow)),
+		Guard:   n.cfg.postURLGuard(),
 		Logger:  logger,
 	})
 	postsCtx, abortPosts := context.WithCancel(context.Background())
@@ -506,4 +506,11 @@ func (n *Node) TestDelivery(ctx context.Context, sub *fsm.Subscription) httpapi.
 func jsonString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// postURLGuard is the post-url guard of post-url-deny and post-url-allow:
+// the one set of rules for the connect-time check (the poster) and the
+// literal-address check at create (the API).
+func (c *Config) postURLGuard() *webhook.Guard {
+	return webhook.NewGuard(toPrefixes(c.PostURLDeny), toPrefixes(c.PostURLAllow))
 }
