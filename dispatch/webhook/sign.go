@@ -44,6 +44,10 @@ func ValidateSecret(secret string) error {
 	if !strings.HasPrefix(secret, SecretPrefix) {
 		return fmt.Errorf("%w: must start with %q", ErrBadSecret, SecretPrefix)
 	}
+	// base64's decoder skips line breaks; a secret has none.
+	if strings.ContainsAny(secret, "\r\n") {
+		return fmt.Errorf("%w: has a line break", ErrBadSecret)
+	}
 	key, err := decodeSecret(secret)
 	if err != nil {
 		return err
