@@ -528,7 +528,7 @@ func newSubCmd(cf *clientFlags) *cobra.Command {
 		return cf.output(c, subs, func(w *tabwriter.Writer) {
 			fmt.Fprintln(w, "ID\tMODEL\tDOMAIN\tUSER\tPOST-URL\tSTATUS\tSERVER\tPOSTS\tERRORS")
 			for _, s := range subs {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.ID, s.Model, s.Domain, s.User, s.PostURL, s.Status, s.CurrentActiveServer, s.PostsCount, s.ErrorCount)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", esc(s.ID), esc(s.Model), esc(s.Domain), esc(s.User), esc(s.PostURL), esc(s.Status), esc(s.CurrentActiveServer), s.PostsCount, s.ErrorCount)
 			}
 		})
 	}
@@ -606,9 +606,35 @@ func newSubCmd(cf *clientFlags) *cobra.Command {
 		return cf.output(c, v, func(w *tabwriter.Writer) { subDetail(w, v) })
 	}
 
-	cmd.AddCommand(create, list, get, update, del, pauser("pause", true), pauser("resume", false), secret, test, replay)
+	cmd.AddCommand(create, list, get, update, del, pauser("pause", true), pauser("resume", false), secret, test, replay, newRotateSecretCmd(cf))
 	return cmd
 }
+
+// newRotateSecretCmd is `hookswitch sub rotate-secret ID [--secret S]`.
+func newRotateSecretCmd(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "rotate-secret ID", Short: "Rotate a subscription's signing secret (both signatures are sent for secret-overlap)", Args: cobra.ExactArgs(1)}
+	cmd.Flags().String("secret", "", "the new secret whsec_<base64 of 24-64 bytes> (default: generated)")
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		secret, _ := c.Flags().GetString("secret")
+		if c.Flags().Changed("secret") && secret == "" {
+			return fmt.Errorf("--secret is empty: leave it out to have one generated")
+		}
+		v, err := cf.client().RotateSecret(c.Context(), args[0], secret)
+		if err != nil {
+			return err
+		}
+		return cf.output(c, v, func(w *tabwriter.Writer) {
+			fmt.Fprintf(w, "secret:\t%s\n", esc(v.Secret))
+			if v.PreviousValidUntil != "" {
+				fmt.Fprintf(w, "previous secret also signs until:\t%s\n", esc(v.PreviousValidUntil))
+			}
+		})
+	}
+	return cmd
+}
+
+// esc makes a value from the server safe to print on a terminal.
+func esc(s string) string { return client.Escape(s) }
 
 func subDetail(w io.Writer, v httpapi.SubView) {
 	filters := make([]string, len(v.Filters))
@@ -630,7 +656,7 @@ func subDetail(w io.Writer, v httpapi.SubView) {
 		rows = append(rows, [2]string{"secret", v.Secret})
 	}
 	for _, r := range rows {
-		fmt.Fprintf(w, "%s:\t%s\n", r[0], r[1])
+		fmt.Fprintf(w, "%s:\t%s\n", r[0], esc(r[1]))
 	}
 }
 
@@ -661,7 +687,7 @@ func newTokenCmd(cf *clientFlags) *cobra.Command {
 			return cf.output(c, toks, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "ID\tNAME\tROLE\tRESELLER\tDOMAIN\tUSER\tCREATED")
 				for _, t := range toks {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Role, t.Reseller, t.Domain, t.User, t.Created)
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", esc(t.ID), esc(t.Name), esc(t.Role), esc(t.Reseller), esc(t.Domain), esc(t.User), esc(t.Created))
 				}
 			})
 		}}
