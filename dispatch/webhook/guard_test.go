@@ -208,3 +208,28 @@ func TestParseInetAton(t *testing.T) {
 		}
 	}
 }
+
+// FuzzCheckHost: no panic, and whatever spelling of a host the guard
+// reads as an address, the address refused by default is exactly the one
+// the plain check refuses.
+func FuzzCheckHost(f *testing.F) {
+	for _, s := range []string{"169.254.169.254", "0xA9FEA9FE", "2852039166", "[fe80::1%25x]", "::ffff:a9fe:a9fe", "a.b", "1.2.3.4.", "0x", "00", ".", "[]"} {
+		f.Add(s)
+	}
+	g := NewGuard(nil, nil)
+	f.Fuzz(func(t *testing.T, host string) {
+		err := g.CheckHost(host)
+		refusedAny := false
+		for _, a := range LiteralAddrs(host) {
+			if !a.IsValid() {
+				t.Fatalf("LiteralAddrs(%q) has an invalid address", host)
+			}
+			if g.Check(a) != nil {
+				refusedAny = true
+			}
+		}
+		if (err != nil) != refusedAny {
+			t.Fatalf("CheckHost(%q) = %v, but the addresses' checks say refused=%v", host, err, refusedAny)
+		}
+	})
+}
