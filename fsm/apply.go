@@ -57,6 +57,8 @@ func Apply(st *State, idx uint64, c Command) (Result, []Change) {
 		return applyRemoveNode(st, c)
 	case *Reassign:
 		return applyReassign(st, c)
+	case *SetWaiting:
+		return applySetWaiting(st, c)
 	}
 	// Decode only produces the types above; reaching here is a programming
 	// error, not bad input.
@@ -110,6 +112,20 @@ func applyUpdateSub(st *State, idx uint64, c *UpdateSub) (Result, []Change) {
 	}
 	if c.ResetErrors {
 		sub.Counters.Errors = 0
+	}
+	moved := false
+	if c.Home != "" {
+		sub.HomeNode = c.Home
+		if sub.GeoSupport == GeoNo && sub.Owner != c.Home {
+			sub.Owner = c.Home
+			sub.Generation++
+			moved = true
+		}
+	}
+	if sub.Status == StatusWaiting && (sub.GeoSupport != GeoNo || moved) {
+		// It no longer waits for that node (the leader says so again if
+		// its new home is down too).
+		sub.Status = settledStatus(&sub.Counters)
 	}
 	st.Subs[sub.ID] = sub
 	return Result{Sub: sub.Clone()}, []Change{subChange(sub)}

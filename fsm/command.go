@@ -30,6 +30,7 @@ const (
 	CmdSetDraining  CommandType = 11
 	CmdRemoveNode   CommandType = 12
 	CmdReassign     CommandType = 13
+	CmdSetWaiting   CommandType = 14
 )
 
 func (t CommandType) String() string {
@@ -60,6 +61,8 @@ func (t CommandType) String() string {
 		return "remove-node"
 	case CmdReassign:
 		return "reassign"
+	case CmdSetWaiting:
+		return "set-waiting"
 	}
 	return fmt.Sprintf("command-%d", uint8(t))
 }
@@ -104,7 +107,14 @@ type UpdateSub struct {
 	ExpectVersion uint64  `json:"expect-version,omitempty"`
 	ResetPosts    bool    `json:"reset-posts,omitempty"`
 	ResetErrors   bool    `json:"reset-errors,omitempty"`
-	AtMs          int64   `json:"at-ms"`
+	// Home, when set, is the subscription's home node from now on; a
+	// geo "no" subscription is sent by its home node alone, so its owner
+	// follows (with a new generation, so reports of the old owner no
+	// longer move its cursors or status). The proposer computes it with
+	// PinnedHome. A field of the command, not a rule of the state, like
+	// CreateSub.Unique: replaying an older log gives the state it gave.
+	Home string `json:"home,omitempty"`
+	AtMs int64  `json:"at-ms"`
 
 	SecretOverlapUntilMs int64 `json:"secret-overlap-until-ms,omitempty"`
 }
@@ -151,6 +161,7 @@ func (SetHealth) Type() CommandType    { return CmdSetHealth }
 func (SetDraining) Type() CommandType  { return CmdSetDraining }
 func (RemoveNode) Type() CommandType   { return CmdRemoveNode }
 func (Reassign) Type() CommandType     { return CmdReassign }
+func (SetWaiting) Type() CommandType   { return CmdSetWaiting }
 
 // Encode returns the log entry bytes for c: one type byte, then the JSON
 // payload.
@@ -211,6 +222,8 @@ func Decode(b []byte) (Command, error) {
 		c = &RemoveNode{}
 	case CmdReassign:
 		c = &Reassign{}
+	case CmdSetWaiting:
+		c = &SetWaiting{}
 	default:
 		if b[0]&FlagSkippable != 0 {
 			return nil, fmt.Errorf("%w: type %d", ErrUnknownSkippable, uint8(t))

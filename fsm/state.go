@@ -41,8 +41,10 @@ type SubSpec struct {
 	ExpiresMs       int64    `json:"expires-ms,omitempty"`
 }
 
-// Delivery statuses of a subscription. Paused and waiting are derived by the
-// API from other fields; the others are reported by the sending node.
+// Delivery statuses of a subscription. Paused is derived by the API from
+// Paused; waiting is set by the leader (SetWaiting) while a geo "no"
+// subscription's home node cannot send it; the others are reported by the
+// sending node.
 const (
 	StatusPending   = "pending"
 	StatusActive    = "active"
@@ -51,6 +53,10 @@ const (
 	StatusSuspended = "suspended"
 	StatusWaiting   = "waiting"
 )
+
+// GeoNo is the subscription-geo-support value of a subscription pinned to
+// its home node.
+const GeoNo = "no"
 
 // Counters are the cluster-wide delivery counters of a subscription.
 type Counters struct {
@@ -68,9 +74,13 @@ type Counters struct {
 type Subscription struct {
 	ID string `json:"id"`
 	SubSpec
-	CreatedMs  int64  `json:"created-ms"`
-	UpdatedMs  int64  `json:"updated-ms"`
-	HomeNode   string `json:"home-node"`
+	CreatedMs int64  `json:"created-ms"`
+	UpdatedMs int64  `json:"updated-ms"`
+	HomeNode  string `json:"home-node"`
+	// Origin is the node that created the subscription: the home node of
+	// a geo "no" one without a preferred server (empty in subscriptions
+	// created before it was recorded).
+	Origin     string `json:"origin,omitempty"`
 	Owner      string `json:"owner"`
 	Generation uint64 `json:"generation"`
 	Paused     bool   `json:"paused"`

@@ -145,7 +145,7 @@ func (s *Server) create(c echo.Context, fl flavor) error {
 	}
 	p := principal(c)
 	now := s.cfg.Now().UnixMilli()
-	sub := &fsm.Subscription{CreatedMs: now, UpdatedMs: now, StartMs: now - creationSkewMs, HomeNode: s.b.NodeID(), Status: fsm.StatusPending}
+	sub := &fsm.Subscription{CreatedMs: now, UpdatedMs: now, StartMs: now - creationSkewMs, HomeNode: s.b.NodeID(), Origin: s.b.NodeID(), Status: fsm.StatusPending}
 	if err := in.str("id", &sub.ID); err != nil {
 		return failField(c, http.StatusBadRequest, err)
 	}
@@ -341,6 +341,13 @@ func (s *Server) updateSub(c echo.Context, fl flavor, merge bool) error {
 			}
 		}
 		cmd.Spec = spec
+		if spec.GeoSupport == geoNo {
+			// A pinned subscription follows its preferred server (else the
+			// node that created it): a changed pin moves it there.
+			if home := fsm.PinnedHome(&spec, cur.Origin, cur.HomeNode); home != cur.HomeNode || home != cur.Owner {
+				cmd.Home = home
+			}
+		}
 		cmd.SecretOverlapUntilMs = s.overlapUntil(cmd.AtMs)
 		res, err := s.b.Apply(c.Request().Context(), cmd)
 		if err != nil {

@@ -35,6 +35,21 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (fsm.Result, error) {
 	return n.applyData(ctx, data)
 }
 
+// applySkippable is Apply for advisory commands (fsm.EncodeSkippable): a
+// node that does not know the command skips it. A business error in the
+// result is returned as the error.
+func (n *Node) applySkippable(ctx context.Context, c fsm.Command) error {
+	data, err := fsm.EncodeSkippable(c)
+	if err != nil {
+		return err
+	}
+	res, err := n.applyData(ctx, data)
+	if err != nil {
+		return err
+	}
+	return res.Err
+}
+
 func (n *Node) applyData(ctx context.Context, data []byte) (fsm.Result, error) {
 	for {
 		res, err := n.applyOnce(ctx, data)

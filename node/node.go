@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	rpprof "runtime/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/hookswitch/hookswitch/dispatch/engine"
 	httpsource "github.com/hookswitch/hookswitch/dispatch/source/http"
 	"github.com/hookswitch/hookswitch/dispatch/source/peer"
 	"github.com/hookswitch/hookswitch/dispatch/stats"
@@ -78,7 +80,11 @@ type Node struct {
 	forwarder *http.Client
 	nodeToken string
 	pipe      *pipeline
-	subStats  *stats.Minutes // per-minute delivery counts (substats.go)
+	// logs returns the pipeline's event logs by source node (set once,
+	// before any loop starts; the leader's reconciler counts waiting
+	// events in them).
+	logs     func() map[string]engine.Log
+	subStats *stats.Minutes // per-minute delivery counts (substats.go)
 
 	// certs are tls-cert, tls-key and cluster-ca (nil without TLS),
 	// reloaded on SIGHUP.
@@ -171,6 +177,7 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	if n.pipe, err = newPipeline(n, version, logger); err != nil {
 		return nil, err
 	}
+	n.logs = n.pipe.logs
 	if err := n.startRaft(); err != nil {
 		return nil, err
 	}
@@ -542,12 +549,18 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.pipe = nil
 	n.cancel()
 	if n.raft.State() == raft.Leader && n.voters() > 1 {
-		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+		if err := waitFuture(ctx, n.raft.LeadershipTransfer()); err != nil {
 			n.log.Warn("leadership transfer failed", "err", err)
 		}
 	}
-	if err := n.raft.Shutdown().Error(); err != nil {
-		errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
+	if err := waitFuture(ctx, n.raft.Shutdown()); err != nil {
+		// Raft's main loop is stuck (seen when a node gains leadership
+		// while its peers stop too, on a busy machine). Its files are
+		// consistent at every write, as after a crash: leave without it
+		// rather than hang past the deadline (systemd would kill us).
+		n.log.Error("raft did not shut down before the deadline; stopping without it (goroutines follow on stderr)", "err", err)
+		_ = rpprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+		return errors.Join(append(errs, fmt.Errorf("raft shutdown: %w", err))...)
 	}
 	n.wg.Wait()
 	if err := n.transport.Close(); err != nil {
@@ -556,6 +569,18 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.closeStores()
 	n.log.Info("node stopped")
 	return errors.Join(errs...)
+}
+
+// waitFuture waits for a raft future, or until ctx is done.
+func waitFuture(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (n *Node) voters() int {

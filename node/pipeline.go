@@ -273,13 +273,22 @@ func (p *pipeline) reportLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			rctx, cancel := context.WithTimeout(ctx, p.n.cfg.ReportInterval*4)
+			rctx, cancel := context.WithTimeout(ctx, p.reportTimeout())
 			if err := p.report(rctx); err != nil && ctx.Err() == nil {
 				p.log.Warn("node report not committed; it will be sent again", "err", err)
 			}
 			cancel()
 		}
 	}
+}
+
+// reportTimeout bounds one attempt to commit a report: four report
+// intervals, and never less than a lease. On a busy machine a commit can
+// take longer than a few report intervals; cutting the wait short does not
+// stop the commit, it only sends the same report again and loads raft
+// further, while a report that commits within a lease still renews it.
+func (p *pipeline) reportTimeout() time.Duration {
+	return max(p.n.cfg.ReportInterval*4, p.n.cfg.Lease)
 }
 
 // finalReport commits what the last report did not carry, on shutdown.
