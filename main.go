@@ -124,6 +124,8 @@ func newAgentCmd() *cobra.Command {
 	f.String("api-rate", node.FormatRate(d.APIRate), "admin API requests per second per token[:burst] (super tokens are not limited; 0: off)")
 	f.String("ingest-rate", node.FormatRate(d.IngestRate), "ingest requests per second per source address[:burst] outside ingest-allow (0: off)")
 	f.String("sources", node.DefaultSources, "event sources, comma-separated: http (always on), kamailio://HOST:PORT, ami://USER:PASS@HOST:PORT[?domain=D] (put AMI passwords in the env or the config file, not on the command line)")
+	f.Duration("secret-overlap", d.SecretOverlap, "after a signing secret rotation, POSTs carry the old secret's signature too for this long")
+	f.Int("max-subs-per-token", d.MaxSubsPerToken, "subscriptions one token may create (super tokens are not limited; 0: no limit)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		// Only the agent's own flags are settings: the client flags of
 		// the root command are not read from env or file.
@@ -225,6 +227,8 @@ func agentConfig(fs *pflag.FlagSet) (node.Config, error) {
 	cfg.ClusterCA, cfg.JoinToken = str("cluster-ca"), str("join-token")
 	cfg.ReadTimeout = dur("read-timeout")
 	cfg.Sources = strings.Split(str("sources"), ",")
+	cfg.SecretOverlap = dur("secret-overlap")
+	cfg.MaxSubsPerToken, _ = fs.GetInt("max-subs-per-token")
 	var err error
 	if cfg.APIRate, err = node.ParseRate(str("api-rate")); err != nil {
 		return cfg, fmt.Errorf("api-rate: %w", err)
@@ -531,7 +535,7 @@ func newSubCmd(cf *clientFlags) *cobra.Command {
 		return cf.output(c, subs, func(w *tabwriter.Writer) {
 			fmt.Fprintln(w, "ID\tMODEL\tDOMAIN\tUSER\tPOST-URL\tSTATUS\tSERVER\tPOSTS\tERRORS")
 			for _, s := range subs {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.ID, s.Model, s.Domain, s.User, s.PostURL, s.Status, s.CurrentActiveServer, s.PostsCount, s.ErrorCount)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", esc(s.ID), esc(s.Model), esc(s.Domain), esc(s.User), esc(s.PostURL), esc(s.Status), esc(s.CurrentActiveServer), s.PostsCount, s.ErrorCount)
 			}
 		})
 	}
@@ -609,9 +613,35 @@ func newSubCmd(cf *clientFlags) *cobra.Command {
 		return cf.output(c, v, func(w *tabwriter.Writer) { subDetail(w, v) })
 	}
 
-	cmd.AddCommand(create, list, get, update, del, pauser("pause", true), pauser("resume", false), secret, test, replay)
+	cmd.AddCommand(create, list, get, update, del, pauser("pause", true), pauser("resume", false), secret, test, replay, newRotateSecretCmd(cf))
 	return cmd
 }
+
+// newRotateSecretCmd is `hookswitch sub rotate-secret ID [--secret S]`.
+func newRotateSecretCmd(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "rotate-secret ID", Short: "Rotate a subscription's signing secret (both signatures are sent for secret-overlap)", Args: cobra.ExactArgs(1)}
+	cmd.Flags().String("secret", "", "the new secret whsec_<base64 of 24-64 bytes> (default: generated)")
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		secret, _ := c.Flags().GetString("secret")
+		if c.Flags().Changed("secret") && secret == "" {
+			return fmt.Errorf("--secret is empty: leave it out to have one generated")
+		}
+		v, err := cf.client().RotateSecret(c.Context(), args[0], secret)
+		if err != nil {
+			return err
+		}
+		return cf.output(c, v, func(w *tabwriter.Writer) {
+			fmt.Fprintf(w, "secret:\t%s\n", esc(v.Secret))
+			if v.PreviousValidUntil != "" {
+				fmt.Fprintf(w, "previous secret also signs until:\t%s\n", esc(v.PreviousValidUntil))
+			}
+		})
+	}
+	return cmd
+}
+
+// esc makes a value from the server safe to print on a terminal.
+func esc(s string) string { return client.Escape(s) }
 
 func subDetail(w io.Writer, v httpapi.SubView) {
 	filters := make([]string, len(v.Filters))
@@ -633,7 +663,7 @@ func subDetail(w io.Writer, v httpapi.SubView) {
 		rows = append(rows, [2]string{"secret", v.Secret})
 	}
 	for _, r := range rows {
-		fmt.Fprintf(w, "%s:\t%s\n", r[0], r[1])
+		fmt.Fprintf(w, "%s:\t%s\n", r[0], esc(r[1]))
 	}
 }
 
@@ -664,7 +694,7 @@ func newTokenCmd(cf *clientFlags) *cobra.Command {
 			return cf.output(c, toks, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "ID\tNAME\tROLE\tRESELLER\tDOMAIN\tUSER\tCREATED")
 				for _, t := range toks {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Role, t.Reseller, t.Domain, t.User, t.Created)
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", esc(t.ID), esc(t.Name), esc(t.Role), esc(t.Reseller), esc(t.Domain), esc(t.User), esc(t.Created))
 				}
 			})
 		}}

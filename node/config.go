@@ -36,6 +36,11 @@ const (
 	DefaultShutdownTimeout = 15 * time.Second
 	// DefaultReadTimeout bounds the arrival of a request's headers and body.
 	DefaultReadTimeout = 10 * time.Second
+	// DefaultSecretOverlap is secret-overlap: how long after a rotation
+	// POSTs carry the old secret's signature too.
+	DefaultSecretOverlap = 24 * time.Hour
+	// DefaultMaxSubsPerToken is max-subs-per-token (0: no limit).
+	DefaultMaxSubsPerToken = 1000
 	// MinJoinTokenLen is the shortest join-token setting accepted.
 	MinJoinTokenLen = 16
 )
@@ -99,6 +104,10 @@ type Config struct {
 	// Sources are the event sources (DESIGN.md "PBX sources"): "http"
 	// (always on) and kamailio:// and ami:// URLs (node/sources.go).
 	Sources []string
+	// SecretOverlap is secret-overlap; MaxSubsPerToken max-subs-per-token
+	// (super tokens are not limited; 0: no limit).
+	SecretOverlap   time.Duration
+	MaxSubsPerToken int
 }
 
 // Default returns a Config with DESIGN.md's defaults.
@@ -124,6 +133,8 @@ func Default() Config {
 		APIRate:              DefaultAPIRate,
 		IngestRate:           DefaultIngestRate,
 		Sources:              []string{DefaultSources},
+		SecretOverlap:        DefaultSecretOverlap,
+		MaxSubsPerToken:      DefaultMaxSubsPerToken,
 	}
 }
 
@@ -168,6 +179,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: read-timeout must be positive", ErrConfig)
 	case c.APIRate.PerSecond < 0 || c.APIRate.Burst < 0 || c.IngestRate.PerSecond < 0 || c.IngestRate.Burst < 0:
 		return fmt.Errorf("%w: rates must not be negative", ErrConfig)
+	case c.SecretOverlap < 0:
+		return fmt.Errorf("%w: secret-overlap must not be negative", ErrConfig)
+	case c.MaxSubsPerToken < 0:
+		return fmt.Errorf("%w: max-subs-per-token must not be negative (0: no limit)", ErrConfig)
 	}
 	return nil
 }

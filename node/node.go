@@ -200,6 +200,8 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	n.api = httpapi.New(httpapi.Config{
 		Version: version, IngestAllow: cfg.IngestAllow, Logger: logger, Tester: n,
 		MutualTLS: certs.Mutual(), APIRate: cfg.APIRate, IngestRate: cfg.IngestRate, SubStats: n,
+		PostURLGuard:  cfg.postURLGuard(),
+		SecretOverlap: cfg.SecretOverlap, MaxSubsPerToken: cfg.MaxSubsPerToken,
 	}, n, n)
 	ingest := httpsource.New(httpsource.Options{Log: n.pipe.events, Authorize: n.api.AuthorizeIngest, Logger: logger})
 	n.api.Mount(http.MethodPost, "/v1/events", n.api.LimitIngest(ingest))

@@ -89,7 +89,7 @@ func newPipeline(n *Node, version string, logger *slog.Logger) (*pipeline, error
 	}
 	poster := webhook.NewPoster(webhook.PosterOptions{
 		Version: version,
-		Guard:   webhook.NewGuard(toPrefixes(n.cfg.PostURLDeny), toPrefixes(n.cfg.PostURLAllow)),
+		Guard:   n.cfg.postURLGuard(),
 		Logger:  logger,
 	})
 	postsCtx, abortPosts := context.WithCancel(context.Background())
@@ -235,6 +235,7 @@ func engineSub(s *fsm.Subscription) engine.Sub {
 		Target: webhook.Target{
 			SubID: s.ID, URL: s.PostURL, Secret: s.Secret, Encoding: s.Encoding,
 			BatchMax: s.BatchMax, Timeout: time.Duration(s.TimeoutMs) * time.Millisecond,
+			OldSecret: s.PrevSecret, OldSecretUntil: time.UnixMilli(s.PrevSecretUntilMs),
 		},
 		Generation: s.Generation,
 		StartMs:    s.StartMs,
@@ -520,4 +521,11 @@ func (n *Node) TestDelivery(ctx context.Context, sub *fsm.Subscription) httpapi.
 func jsonString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// postURLGuard is the post-url guard of post-url-deny and post-url-allow:
+// the one set of rules for the connect-time check (the poster) and the
+// literal-address check at create (the API).
+func (c *Config) postURLGuard() *webhook.Guard {
+	return webhook.NewGuard(toPrefixes(c.PostURLDeny), toPrefixes(c.PostURLAllow))
 }

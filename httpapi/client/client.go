@@ -99,9 +99,9 @@ type Error struct {
 
 func (e *Error) Error() string {
 	if e.Field != "" {
-		return fmt.Sprintf("%d %s: %s: %s", e.Status, http.StatusText(e.Status), e.Field, e.Message)
+		return fmt.Sprintf("%d %s: %s: %s", e.Status, http.StatusText(e.Status), Escape(e.Field), Escape(e.Message))
 	}
-	return fmt.Sprintf("%d %s: %s", e.Status, http.StatusText(e.Status), e.Message)
+	return fmt.Sprintf("%d %s: %s", e.Status, http.StatusText(e.Status), Escape(e.Message))
 }
 
 // StatusOf returns the HTTP status of an API error, 0 for other errors.
@@ -225,6 +225,19 @@ func (c *Client) Secret(ctx context.Context, id string) (string, error) {
 	}
 	err := c.Do(ctx, http.MethodGet, subPath(id, "/secret"), nil, &v)
 	return v.Secret, err
+}
+
+// RotateSecret rotates a subscription's signing secret (POST
+// /v1/subscriptions/{id}/secret/rotate): to secret, or to a generated one
+// when secret is "". For secret-overlap, POSTs carry both signatures.
+func (c *Client) RotateSecret(ctx context.Context, id, secret string) (httpapi.RotateResponse, error) {
+	var body any
+	if secret != "" {
+		body = map[string]string{"secret": secret}
+	}
+	var v httpapi.RotateResponse
+	err := c.Do(ctx, http.MethodPost, subPath(id, "/secret/rotate"), body, &v)
+	return v, err
 }
 
 // CreateToken creates an API token; the answer carries the token string.
