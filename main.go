@@ -31,6 +31,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/hookswitch/hookswitch/dispatch/match"
+	"github.com/hookswitch/hookswitch/dispatch/source"
+	"github.com/hookswitch/hookswitch/fsm/backup"
 	"github.com/hookswitch/hookswitch/httpapi"
 	"github.com/hookswitch/hookswitch/httpapi/client"
 	"github.com/hookswitch/hookswitch/node"
@@ -73,6 +75,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&cf.key, "key", "", "key of --cert")
 	root.AddCommand(newAgentCmd(), newSubCmd(cf), newTokenCmd(cf), newStatusCmd(cf), newTailCmd(cf), newTLSCmd())
 	root.AddCommand(newClusterCmds(cf)...)
+	root.AddCommand(newSnapshotCmd(cf))
 	root.AddCommand(newConfigExampleCmd())
 	return root
 }
@@ -242,6 +245,14 @@ func runAgent(cmd *cobra.Command, cfg node.Config) error {
 	if cfg.Dev {
 		printDevBanner(cmd.OutOrStdout(), n, cfg)
 	}
+	if n.Unjoined() {
+		scheme := "http"
+		if cfg.TLSCert != "" {
+			scheme = "https"
+		}
+		_, port, _ := net.SplitHostPort(n.HTTPAddr())
+		fmt.Fprint(cmd.ErrOrStderr(), unjoinedMessage(cfg.DataDir, scheme+"://127.0.0.1:"+port))
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -263,6 +274,18 @@ wait:
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	return n.Shutdown(sctx)
+}
+
+// unjoinedMessage is what an agent with no cluster state and neither
+// --bootstrap nor --join prints: it runs, waiting to be added.
+func unjoinedMessage(dataDir, httpAddr string) string {
+	return fmt.Sprintf(`hookswitch: %s holds no cluster yet and neither --bootstrap nor --join is set.
+This node waits to be added to a cluster. Do one of:
+  hookswitch --addr %s join HTTP_ADDR   on this machine: add this running node to the cluster at HTTP_ADDR (join token: --join-token or HOOKSWITCH_JOIN_TOKEN)
+  hookswitch agent --join HTTP_ADDR --join-token TOKEN ...   restart it joining (TOKEN: the first node's <data-dir>/%s)
+  hookswitch agent --bootstrap ...                           restart it as the first node of a new cluster
+  hookswitch agent --dev                                     a single node to try hookswitch out
+`, dataDir, httpAddr, node.JoinTokenFile)
 }
 
 func printDevBanner(w io.Writer, n *node.Node, cfg node.Config) {
@@ -477,8 +500,8 @@ func newSubCmd(cf *clientFlags) *cobra.Command {
 		return cf.output(c, subs, func(w *tabwriter.Writer) {
 			fmt.Fprintln(w, "ID\tMODEL\tRESELLER\tDOMAIN\tUSER\tPOST-URL\tSTATUS\tSERVER\tPOSTS\tERRORS\tLAG")
 			for _, s := range subs {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", s.ID, s.Model, s.Reseller, s.Domain, s.User, s.PostURL, s.Status,
-					s.CurrentActiveServer, s.PostsCount, s.ErrorCount, s.Lag)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", esc(s.ID), esc(s.Model), esc(s.Reseller), esc(s.Domain), esc(s.User), esc(s.PostURL),
+					esc(s.Status), esc(s.CurrentActiveServer), s.PostsCount, s.ErrorCount, s.Lag)
 			}
 		})
 	}
@@ -566,7 +589,7 @@ func newSubCmd(cf *clientFlags) *cobra.Command {
 	}
 	replay.Flags().Bool("wait", true, "show the replay's progress until the subscription has caught up (Ctrl-C stops watching, not the replay)")
 
-	cmd.AddCommand(create, list, get, update, del, pauser("pause", true), pauser("resume", false), secret, test, replay)
+	cmd.AddCommand(create, list, get, update, del, pauser("pause", true), pauser("resume", false), secret, test, replay, newRotateSecretCmd(cf))
 	return cmd
 }
 
@@ -626,6 +649,32 @@ func followReplay(ctx context.Context, cl *client.Client, start httpapi.SubView,
 	}
 }
 
+// newRotateSecretCmd is `hookswitch sub rotate-secret ID [--secret S]`.
+func newRotateSecretCmd(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "rotate-secret ID", Short: "Rotate a subscription's signing secret (both signatures are sent for secret-overlap)", Args: cobra.ExactArgs(1)}
+	cmd.Flags().String("secret", "", "the new secret whsec_<base64 of 24-64 bytes> (default: generated)")
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		secret, _ := c.Flags().GetString("secret")
+		if c.Flags().Changed("secret") && secret == "" {
+			return fmt.Errorf("--secret is empty: leave it out to have one generated")
+		}
+		v, err := cf.client().RotateSecret(c.Context(), args[0], secret)
+		if err != nil {
+			return err
+		}
+		return cf.output(c, v, func(w *tabwriter.Writer) {
+			fmt.Fprintf(w, "secret:\t%s\n", esc(v.Secret))
+			if v.PreviousValidUntil != "" {
+				fmt.Fprintf(w, "previous secret also signs until:\t%s\n", esc(v.PreviousValidUntil))
+			}
+		})
+	}
+	return cmd
+}
+
+// esc makes a value from the server safe to print on a terminal.
+func esc(s string) string { return client.Escape(s) }
+
 func subDetail(w io.Writer, v httpapi.SubView) {
 	filters := make([]string, len(v.Filters))
 	for i, f := range v.Filters {
@@ -646,7 +695,7 @@ func subDetail(w io.Writer, v httpapi.SubView) {
 		rows = append(rows, [2]string{"secret", v.Secret})
 	}
 	for _, r := range rows {
-		fmt.Fprintf(w, "%s:\t%s\n", r[0], r[1])
+		fmt.Fprintf(w, "%s:\t%s\n", r[0], esc(r[1]))
 	}
 }
 
@@ -677,7 +726,7 @@ func newTokenCmd(cf *clientFlags) *cobra.Command {
 			return cf.output(c, toks, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "ID\tNAME\tROLE\tRESELLER\tDOMAIN\tUSER\tCREATED")
 				for _, t := range toks {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Role, t.Reseller, t.Domain, t.User, t.Created)
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", esc(t.ID), esc(t.Name), esc(t.Role), esc(t.Reseller), esc(t.Domain), esc(t.User), esc(t.Created))
 				}
 			})
 		}}
@@ -713,7 +762,16 @@ func newStatusCmd(cf *clientFlags) *cobra.Command {
 				status[s.Status]++
 			}
 			out := map[string]any{"ready": ready, "leader": view.Leader, "nodes": view.Nodes, "subscriptions": len(subs), "by-status": status}
-			return cf.output(c, out, func(w *tabwriter.Writer) { statusTables(w, cf.target0(), ready, view, status, len(subs)) })
+			// This node's PBX sources; a node without the endpoint (older)
+			// shows none.
+			srcs, srcErr := cl.Sources(c.Context())
+			if srcErr == nil {
+				out["sources"] = srcs.Sources
+			}
+			return cf.output(c, out, func(w *tabwriter.Writer) {
+				statusTables(w, cf.target0(), ready, view, status, len(subs))
+				printSources(w, srcs, srcErr)
+			})
 		}}
 }
 
@@ -734,7 +792,7 @@ func statusTables(w io.Writer, addr, ready string, view httpapi.ClusterView, byS
 	if leader == "" {
 		leader = "(none)"
 	}
-	fmt.Fprintf(w, "NODE ASKED\tLEADER\tMEMBERS\tUP\n%s (%s)\t%s\t%d\t%d\n\n", addr, ready, leader, len(view.Nodes), up)
+	fmt.Fprintf(w, "NODE ASKED\tLEADER\tMEMBERS\tUP\n%s (%s)\t%s\t%d\t%d\n\n", esc(addr), esc(ready), esc(leader), len(view.Nodes), up)
 	fmt.Fprintln(w, "SUBSCRIPTIONS\tCOUNT")
 	var names []string
 	for st := range byStatus {
@@ -745,13 +803,34 @@ func statusTables(w io.Writer, addr, ready string, view httpapi.ClusterView, byS
 	sort.Strings(names)
 	for _, st := range append(slices.Clone(statusOrder), names...) {
 		if n, ok := byStatus[st]; ok {
-			fmt.Fprintf(w, "%s\t%d\n", st, n)
+			fmt.Fprintf(w, "%s\t%d\n", esc(st), n)
 		}
 	}
 	fmt.Fprintf(w, "total\t%d\n\n", total)
 	fmt.Fprintln(w, "NODE\tHTTP\tRAFT\tROLE\tSUFFRAGE\tHEALTH\tDRAINING\tSUBS")
 	for _, nd := range view.Nodes {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%v\t%d\n", nd.ID, nd.HTTPAddr, nd.RaftAddr, nd.RaftRole, nd.Suffrage, nd.Health, nd.Draining, nd.ActiveSub)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%v\t%d\n", esc(nd.ID), esc(nd.HTTPAddr), esc(nd.RaftAddr), esc(nd.RaftRole), esc(nd.Suffrage), esc(nd.Health), nd.Draining, nd.ActiveSub)
+	}
+}
+
+// printSources adds this node's PBX sources to hookswitch status.
+func printSources(w io.Writer, v source.View, err error) {
+	fmt.Fprintln(w)
+	switch {
+	case err != nil:
+		fmt.Fprintf(w, "sources:\tunknown (%v)\n", err)
+		return
+	case len(v.Sources) == 0:
+		fmt.Fprintln(w, "sources:\thttp only")
+		return
+	}
+	fmt.Fprintln(w, "SOURCE\tCONNECTED\tCONNECTS\tREAD\tAPPENDED\tDROPPED\tERRORS\tLAST ERROR")
+	for _, s := range v.Sources {
+		last := s.LastError
+		if last != "" {
+			last = s.LastErrorTime + " " + last
+		}
+		fmt.Fprintf(w, "%s\t%v\t%d\t%d\t%d\t%d\t%d\t%s\n", s.Name, s.Connected, s.Connects, s.EventsRead, s.EventsAppended, s.EventsDropped, s.Errors, last)
 	}
 }
 
@@ -926,4 +1005,125 @@ func newTLSCmd() *cobra.Command {
 	issue.Flags().IntVar(&days, "days", int(pki.DefaultNodeValidity/(24*time.Hour)), "validity in days")
 	cmd.AddCommand(initCmd, issue)
 	return cmd
+}
+
+// ---- snapshot ----
+
+// newSnapshotCmd is `hookswitch snapshot save|restore|show`: the replicated
+// state (subscriptions with their secrets, tokens, cursors, membership) to
+// and from a file (docs/backups.md).
+func newSnapshotCmd(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "snapshot", Short: "Save the cluster's state to a file, or restore it (super token)"}
+	save := &cobra.Command{Use: "save FILE", Short: "Write the replicated state to FILE (mode 0600: it holds every subscription's secret)", Args: cobra.ExactArgs(1)}
+	force := save.Flags().Bool("force", false, "overwrite FILE if it exists")
+	save.RunE = func(c *cobra.Command, args []string) error { return snapshotSave(c, cf, args[0], *force) }
+	restore := &cobra.Command{Use: "restore FILE", Short: "Replace the running cluster's subscriptions and tokens with FILE's", Args: cobra.ExactArgs(1)}
+	yes := restore.Flags().Bool("yes", false, "really replace every subscription and API token of the cluster")
+	restore.RunE = func(c *cobra.Command, args []string) error { return snapshotRestore(c, cf, args[0], *yes) }
+	show := &cobra.Command{Use: "show FILE", Short: "Check FILE and print its header (no secrets)", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			s, err := backup.ReadFile(args[0], nil)
+			if err != nil {
+				return err
+			}
+			return cf.output(c, s.Header, func(w *tabwriter.Writer) { printSnapshotHeader(w, s.Header) })
+		}}
+	cmd.AddCommand(save, restore, show)
+	return cmd
+}
+
+func printSnapshotHeader(w io.Writer, h backup.Header) {
+	fmt.Fprintf(w, "format:\t%s version %d\nsaved:\t%s by node %s (raft index %d)\nsubscriptions:\t%d\ntokens:\t%d\nnodes:\t%d\n",
+		h.Format, h.Version, time.UnixMilli(h.CreatedMs).UTC().Format(time.RFC3339), h.SourceNode, h.Applied, h.Subs, h.Tokens, h.Nodes)
+}
+
+// snapshotProgress prints "what done/total" on one line of w while a large
+// file is read (from 1000 records on).
+func snapshotProgress(w io.Writer, what string) backup.Progress {
+	return func(done, total int) {
+		if total < 1000 {
+			return
+		}
+		fmt.Fprintf(w, "\r%s %d/%d records", what, done, total)
+		if done == total {
+			fmt.Fprintln(w)
+		}
+	}
+}
+
+func snapshotSave(c *cobra.Command, cf *clientFlags, path string, force bool) error {
+	body, err := cf.client().Snapshot(c.Context())
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	h, err := backup.CopyToFile(path, body, force, snapshotProgress(c.ErrOrStderr(), "saving"))
+	if err != nil {
+		return err
+	}
+	if cf.json {
+		return cf.output(c, h, nil)
+	}
+	fmt.Fprintf(c.OutOrStdout(), "saved %d subscriptions, %d tokens and %d nodes to %s\n", h.Subs, h.Tokens, h.Nodes, path)
+	fmt.Fprintf(c.OutOrStdout(), "%s is mode 0600: it holds every subscription's secret. Keep it like a password.\n", path)
+	return nil
+}
+
+func snapshotRestore(c *cobra.Command, cf *clientFlags, path string, yes bool) error {
+	s, err := backup.ReadFile(path, snapshotProgress(c.ErrOrStderr(), "checking"))
+	if err != nil {
+		return err
+	}
+	h := s.Header
+	addr := cf.target0()
+	if !yes {
+		return fmt.Errorf("this replaces every subscription and API token of the cluster at %s with the %d subscriptions and %d tokens of %s (saved %s by %s); add --yes to go ahead",
+			addr, h.Subs, h.Tokens, path, time.UnixMilli(h.CreatedMs).UTC().Format(time.RFC3339), h.SourceNode)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	up := &uploadProgress{r: f, total: fi.Size(), w: c.ErrOrStderr()}
+	res, err := cf.client().RestoreSnapshot(c.Context(), up, fi.Size())
+	if err != nil {
+		return err
+	}
+	if cf.json {
+		return cf.output(c, res, nil)
+	}
+	fmt.Fprintf(c.OutOrStdout(), "restored %d subscriptions and %d tokens into the cluster at %s\n", res.Subs, res.Tokens, addr)
+	return nil
+}
+
+// uploadProgress reports, on w, how much of a file was sent (for files of
+// 1 MiB and more, at most every 5%).
+type uploadProgress struct {
+	r           io.Reader
+	w           io.Writer
+	total, sent int64
+	shown       int64
+	done        bool
+}
+
+func (u *uploadProgress) Read(p []byte) (int, error) {
+	n, err := u.r.Read(p)
+	u.sent += int64(n)
+	if u.total >= 1<<20 && !u.done {
+		pct := u.sent * 100 / u.total
+		if pct >= u.shown+5 || u.sent == u.total {
+			u.shown = pct
+			fmt.Fprintf(u.w, "\rsending %d/%d bytes (%d%%)", u.sent, u.total, pct)
+		}
+		if u.sent == u.total {
+			u.done = true
+			fmt.Fprintln(u.w, "\ncommitting through raft…")
+		}
+	}
+	return n, err
 }

@@ -30,6 +30,10 @@ const (
 	CmdSetDraining  CommandType = 11
 	CmdRemoveNode   CommandType = 12
 	CmdReassign     CommandType = 13
+	CmdSetWaiting   CommandType = 14
+	// CmdRestoreState is not skippable: a node that skipped a restore
+	// would keep the subscriptions and tokens the others replaced.
+	CmdRestoreState CommandType = 15
 )
 
 func (t CommandType) String() string {
@@ -60,6 +64,10 @@ func (t CommandType) String() string {
 		return "remove-node"
 	case CmdReassign:
 		return "reassign"
+	case CmdSetWaiting:
+		return "set-waiting"
+	case CmdRestoreState:
+		return "restore-state"
 	}
 	return fmt.Sprintf("command-%d", uint8(t))
 }
@@ -81,22 +89,39 @@ type Command interface {
 // and user. It is a field of the command, not a rule of the state, so that
 // replaying a log written before the rule existed (which may hold such
 // duplicates) gives the state it gave then.
+//
+// MaxPerCreator, when positive, is max-subs-per-token: the create fails
+// with ErrLimit when Sub.CreatedBy already created that many.
 type CreateSub struct {
-	Sub    Subscription `json:"sub"`
-	Unique bool         `json:"unique,omitempty"`
+	Sub           Subscription `json:"sub"`
+	Unique        bool         `json:"unique,omitempty"`
+	MaxPerCreator int          `json:"max-per-creator,omitempty"`
 }
 
 // UpdateSub replaces the writable fields of a subscription with Spec. When
 // ExpectVersion is non-zero the update applies only if the subscription's
 // Version still equals it (compare-and-set, so a merge computed by the
 // proposer never overwrites a concurrent change).
+//
+// When Spec changes the secret (a rotation), the old secret is kept as
+// PrevSecret until SecretOverlapUntilMs, stamped by the proposer (now +
+// secret-overlap); 0 drops it at once.
 type UpdateSub struct {
 	ID            string  `json:"id"`
 	Spec          SubSpec `json:"spec"`
 	ExpectVersion uint64  `json:"expect-version,omitempty"`
 	ResetPosts    bool    `json:"reset-posts,omitempty"`
 	ResetErrors   bool    `json:"reset-errors,omitempty"`
-	AtMs          int64   `json:"at-ms"`
+	// Home, when set, is the subscription's home node from now on; a
+	// geo "no" subscription is sent by its home node alone, so its owner
+	// follows (with a new generation, so reports of the old owner no
+	// longer move its cursors or status). The proposer computes it with
+	// PinnedHome. A field of the command, not a rule of the state, like
+	// CreateSub.Unique: replaying an older log gives the state it gave.
+	Home string `json:"home,omitempty"`
+	AtMs int64  `json:"at-ms"`
+
+	SecretOverlapUntilMs int64 `json:"secret-overlap-until-ms,omitempty"`
 }
 
 // DeleteSub removes a subscription.
@@ -141,6 +166,7 @@ func (SetHealth) Type() CommandType    { return CmdSetHealth }
 func (SetDraining) Type() CommandType  { return CmdSetDraining }
 func (RemoveNode) Type() CommandType   { return CmdRemoveNode }
 func (Reassign) Type() CommandType     { return CmdReassign }
+func (SetWaiting) Type() CommandType   { return CmdSetWaiting }
 
 // Encode returns the log entry bytes for c: one type byte, then the JSON
 // payload.
@@ -201,6 +227,10 @@ func Decode(b []byte) (Command, error) {
 		c = &RemoveNode{}
 	case CmdReassign:
 		c = &Reassign{}
+	case CmdSetWaiting:
+		c = &SetWaiting{}
+	case CmdRestoreState:
+		c = &RestoreState{}
 	default:
 		if b[0]&FlagSkippable != 0 {
 			return nil, fmt.Errorf("%w: type %d", ErrUnknownSkippable, uint8(t))

@@ -3,7 +3,9 @@ package integration
 import (
 	"context"
 	"fmt"
-	"path/filepath"
+	"io"
+	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -16,7 +18,7 @@ import (
 // TestCLITables: `status` prints tables (the node asked, subscriptions by
 // status with a total, the members) and `sub list` shows each
 // subscription's reseller; an agent on an empty data dir with neither
-// --bootstrap nor --join exits non-zero and says what to run.
+// --bootstrap nor --join runs, in no cluster, and says what to run.
 func TestCLITables(t *testing.T) {
 	a := startDevAgent(t)
 	var ids []string
@@ -75,16 +77,35 @@ func TestCLITables(t *testing.T) {
 		t.Errorf("status: want the unpaused subscription in a row of its own:\n%s", st)
 	}
 
-	// An agent with an empty data dir and neither --bootstrap nor --join.
-	empty := filepath.Join(t.TempDir(), "data")
-	r := a.RunCLI("agent", "--config", "/dev/null", "--data-dir", empty, "--http-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0")
-	if r.ExitCode == 0 {
-		t.Fatalf("agent without --bootstrap or --join on an empty data dir exited 0; stderr:\n%s", r.Stderr)
+	// An agent with an empty data dir and neither --bootstrap nor --join
+	// runs, in no cluster: it says what to run, on stderr and in /readyz.
+	a.Stop()
+	if err := os.RemoveAll(a.DataDir); err != nil {
+		t.Fatal(err)
 	}
-	for _, w := range []string{"neither --bootstrap nor --join", "hookswitch agent --bootstrap", "hookswitch agent --join HTTP_ADDR --join-token", "hookswitch agent --dev"} {
-		if !strings.Contains(r.Stderr, w) {
-			t.Errorf("agent without --bootstrap or --join: stderr lacks %q:\n%s", w, r.Stderr)
+	a.SetArgs("agent", "--config", "/dev/null", "--data-dir", a.DataDir, "--http-addr", a.HTTPAddr, "--raft-addr", a.RaftAddr)
+	a.Launch()
+	a.WaitHealthy(20 * time.Second)
+	waitFor(t, func() (bool, string, string) {
+		return strings.Contains(a.Stderr(), "join HTTP_ADDR"), "the agent's advice on stderr", a.Stderr()
+	}, 10*time.Second)
+	for _, w := range []string{"neither --bootstrap nor --join is set", "hookswitch --addr http://" + a.HTTPAddr + " join HTTP_ADDR",
+		"hookswitch agent --join HTTP_ADDR --join-token TOKEN", "hookswitch agent --bootstrap", "hookswitch agent --dev"} {
+		if !strings.Contains(a.Stderr(), w) {
+			t.Errorf("agent without --bootstrap or --join: stderr lacks %q:\n%s", w, a.Stderr())
 		}
+	}
+	resp, err := a.HTTPClient().Get(a.BaseURL() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "hookswitch join HTTP_ADDR") {
+		t.Errorf("/readyz of a node in no cluster: %d %s; want 503 naming hookswitch join", resp.StatusCode, body)
+	}
+	if ps := a.Stop(); ps.ExitCode() != 0 {
+		t.Errorf("stopping a node in no cluster: %s, want exit 0", ps)
 	}
 }
 

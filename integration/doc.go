@@ -17,6 +17,11 @@
 //   - harness.Node stops (SIGTERM), kills (SIGKILL), freezes (SIGSTOP),
 //     thaws and restarts a node on its data dir and ports, and gives its
 //     API client and command line;
+//   - harness.NewPKI makes a CA and node certificates with `hookswitch
+//     tls`; with Options.NodeExtra (PKI.AgentFlags) and Options.TLS the
+//     nodes run on mutual TLS and the harness's clients use HTTPS;
+//   - harness.Run runs the binary with any arguments and returns its exit
+//     status and output (an agent that must refuse to start);
 //   - harness.Receiver is the webhook endpoint: it records every POST and
 //     accounts for accepted events exactly (lost, duplicated, out of order
 //     per source node, POSTs of one subscription in flight at once);

@@ -25,8 +25,9 @@ var errRetry = errors.New("retry")
 var ErrStopped = errors.New("node is stopping")
 
 // ErrNoCluster: a node with no raft state was started with neither
-// bootstrap nor join, so it could never become a member.
-var ErrNoCluster = errors.New("neither --bootstrap nor --join is set")
+// bootstrap nor join and has not been added to a cluster yet (Ready says
+// so until `hookswitch join` adds it).
+var ErrNoCluster = errors.New("this node is in no cluster yet (neither --bootstrap nor --join was set)")
 
 // Apply implements httpapi.Backend: the command is committed through raft,
 // on this node when it leads, else forwarded to the leader. It waits through
@@ -37,6 +38,21 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (fsm.Result, error) {
 		return fsm.Result{}, err
 	}
 	return n.applyData(ctx, data)
+}
+
+// applySkippable is Apply for advisory commands (fsm.EncodeSkippable): a
+// node that does not know the command skips it. A business error in the
+// result is returned as the error.
+func (n *Node) applySkippable(ctx context.Context, c fsm.Command) error {
+	data, err := fsm.EncodeSkippable(c)
+	if err != nil {
+		return err
+	}
+	res, err := n.applyData(ctx, data)
+	if err != nil {
+		return err
+	}
+	return res.Err
 }
 
 func (n *Node) applyData(ctx context.Context, data []byte) (fsm.Result, error) {

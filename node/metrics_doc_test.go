@@ -9,6 +9,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -30,6 +32,9 @@ func TestMetricsDoc(t *testing.T) {
 	cfg.DataDir = t.TempDir()
 	cfg.HTTPAddr, cfg.RaftAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Bootstrap = true
+	// A PBX source (nothing listens there: it keeps retrying) so the
+	// per-source series are exported too.
+	cfg.Sources = []string{"http", "kamailio://127.0.0.1:1"}
 	n, err := Start(cfg, "test", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +76,10 @@ func TestMetricsDoc(t *testing.T) {
 // metricsTable is the Markdown table of the hookswitch_* families in a
 // Prometheus text exposition, in its order.
 func metricsTable(t *testing.T, exposition string) string {
-	type fam struct{ name, typ, help string }
+	type fam struct {
+		name, typ, help string
+		labels          []string
+	}
 	var fams []*fam
 	byName := map[string]*fam{}
 	get := func(name string) *fam {
@@ -83,10 +91,32 @@ func metricsTable(t *testing.T, exposition string) string {
 		fams = append(fams, f)
 		return f
 	}
+	labelRe := regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="`)
 	sc := bufio.NewScanner(strings.NewReader(exposition))
 	for sc.Scan() {
+		line := sc.Text()
+		if name, rest, ok := strings.Cut(line, "{"); ok && strings.HasPrefix(name, "hookswitch_") {
+			// A sample of a known family, or of a histogram's or
+			// summary's _bucket, _sum or _count series (its HELP and
+			// TYPE come first in the exposition).
+			f, known := byName[name]
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				if !known {
+					f, known = byName[strings.TrimSuffix(name, suffix)]
+				}
+			}
+			if !known {
+				continue
+			}
+			for _, m := range labelRe.FindAllStringSubmatch(rest, -1) {
+				if !slices.Contains(f.labels, m[1]) {
+					f.labels = append(f.labels, m[1])
+				}
+			}
+			continue
+		}
 		var kind, name, rest string
-		parts := strings.SplitN(sc.Text(), " ", 4)
+		parts := strings.SplitN(line, " ", 4)
 		if len(parts) < 4 || parts[0] != "#" {
 			continue
 		}
@@ -105,9 +135,15 @@ func metricsTable(t *testing.T, exposition string) string {
 		t.Fatalf("no hookswitch_ metrics in:\n%s", exposition)
 	}
 	var b strings.Builder
-	b.WriteString("| metric | type | meaning |\n|---|---|---|\n")
+	b.WriteString("| metric | type | labels | meaning |\n|---|---|---|---|\n")
 	for _, f := range fams {
-		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", f.name, f.typ, strings.ReplaceAll(f.help, "|", `\|`))
+		labels := make([]string, 0, len(f.labels))
+		for _, l := range f.labels {
+			if l != "le" {
+				labels = append(labels, "`"+l+"`")
+			}
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", f.name, f.typ, strings.Join(labels, ", "), strings.ReplaceAll(f.help, "|", `\|`))
 	}
 	return b.String()
 }

@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	rpprof "runtime/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -20,10 +21,12 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/hookswitch/hookswitch/dispatch/engine"
 	httpsource "github.com/hookswitch/hookswitch/dispatch/source/http"
 	"github.com/hookswitch/hookswitch/dispatch/source/peer"
 	"github.com/hookswitch/hookswitch/dispatch/stats"
 	"github.com/hookswitch/hookswitch/fsm"
+	"github.com/hookswitch/hookswitch/fsm/backup"
 	"github.com/hookswitch/hookswitch/httpapi"
 	"github.com/hookswitch/hookswitch/node/tlsnet"
 	"github.com/hookswitch/hookswitch/store"
@@ -78,7 +81,11 @@ type Node struct {
 	forwarder *http.Client
 	nodeToken string
 	pipe      *pipeline
-	subStats  *stats.Minutes // per-minute delivery counts (substats.go)
+	// logs returns the pipeline's event logs by source node (set once,
+	// before any loop starts; the leader's reconciler counts waiting
+	// events in them).
+	logs     func() map[string]engine.Log
+	subStats *stats.Minutes // per-minute delivery counts (substats.go)
 
 	// certs are tls-cert, tls-key and cluster-ca (nil without TLS),
 	// reloaded on SIGHUP.
@@ -99,6 +106,12 @@ type Node struct {
 	leaveOnce sync.Once
 	// fresh: this node started without raft state (new, or wiped).
 	fresh bool
+	// unjoined: started with no raft state and neither bootstrap nor
+	// join (see Unjoined).
+	unjoined bool
+	// restoreSuper: --restore with a file that holds a super token (no
+	// root token is made).
+	restoreSuper bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -164,6 +177,13 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	if err := n.openStores(logger); err != nil {
 		return nil, err
 	}
+	var restore *backup.Snapshot // --restore: read and checked before anything is bootstrapped
+	if cfg.Restore != "" {
+		if restore, err = n.readRestoreFile(); err != nil {
+			return nil, err
+		}
+		n.restoreSuper = hasSuperToken(restore)
+	}
 	if n.nodeToken, err = readOrCreateSecret(filepath.Join(cfg.DataDir, NodeTokenFile)); err != nil {
 		return nil, err
 	}
@@ -171,12 +191,20 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	if n.pipe, err = newPipeline(n, version, logger); err != nil {
 		return nil, err
 	}
+	n.logs = n.pipe.logs
 	if err := n.startRaft(); err != nil {
 		return nil, err
+	}
+	if restore != nil {
+		if err := n.seedFromSnapshot(restore); err != nil {
+			return nil, err
+		}
 	}
 	n.api = httpapi.New(httpapi.Config{
 		Version: version, IngestAllow: cfg.IngestAllow, Logger: logger, Tester: n,
 		MutualTLS: certs.Mutual(), APIRate: cfg.APIRate, IngestRate: cfg.IngestRate, SubStats: n,
+		PostURLGuard:  cfg.postURLGuard(),
+		SecretOverlap: cfg.SecretOverlap, MaxSubsPerToken: cfg.MaxSubsPerToken,
 	}, n, n)
 	ingest := httpsource.New(httpsource.Options{Log: n.pipe.events, Authorize: n.api.AuthorizeIngest, Logger: logger})
 	n.api.Mount(http.MethodPost, "/v1/events", n.api.LimitIngest(ingest))
@@ -187,6 +215,8 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	n.api.MountInternal(http.MethodGet, "/internal/v1/log", peer.Handler(n.pipe.events, logger))
 	n.api.MountInternal(http.MethodGet, subStatsPath, n.internalSubStats())
 	n.api.MountLocal(http.MethodGet, "/metrics", n.metricsHandler())
+	n.api.MountSnapshot(n) // GET /v1/snapshot, POST /v1/snapshot/restore: snapshot.go
+	n.api.MountLocal(http.MethodGet, SourcesPath, n.pipe.sources.handler(n.id))
 	// Profiles, for the same callers as /metrics.
 	n.api.MountLocal(http.MethodGet, "/debug/pprof/*", http.HandlerFunc(pprof.Index))
 	n.api.MountLocal(http.MethodGet, "/debug/pprof/profile", http.HandlerFunc(pprof.Profile))
@@ -219,7 +249,10 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.joinLoop() }()
 	}
-	if n.joinToken == "" {
+	if n.unjoined {
+		n.log.Warn("this node is in no cluster yet: its data dir holds no raft state and neither --bootstrap nor --join is set; it waits to be added",
+			"run", "hookswitch join HTTP_ADDR (against this node), or restart with --join HTTP_ADDR --join-token TOKEN, or --bootstrap for a new cluster")
+	} else if n.joinToken == "" {
 		n.log.Warn("this node has no join token: it refuses every join while it leads (set join-token or copy the cluster's join-token file into the data dir)")
 	}
 	ok = true
@@ -299,13 +332,13 @@ func (n *Node) startRaft() error {
 		n.transport.Close()
 		return fmt.Errorf("node: raft state: %w", err)
 	}
-	if !hasState && !n.cfg.Bootstrap && len(n.cfg.Join) == 0 {
+	// A node with no state and neither bootstrap nor join is in no
+	// cluster: it runs, waiting for `hookswitch join`, and says so.
+	n.unjoined = !hasState && !n.cfg.Bootstrap && len(n.cfg.Join) == 0
+	if n.cfg.Restore != "" && (hasState || n.fsm.Applied() > 0) {
 		n.transport.Close()
-		return fmt.Errorf("%w: %s holds no cluster yet. Run one of:\n"+
-			"  hookswitch agent --bootstrap ...                         the first node of a new cluster\n"+
-			"  hookswitch agent --join HTTP_ADDR --join-token TOKEN ...  a node joining a cluster (TOKEN: the first node's <data-dir>/%s)\n"+
-			"  hookswitch agent --dev                                   a single node to try hookswitch out",
-			ErrNoCluster, n.cfg.DataDir, JoinTokenFile)
+		return fmt.Errorf("%w: data dir %s already holds a cluster's state; --restore only starts a new cluster in an empty data dir (restore into a running cluster with `hookswitch snapshot restore`)",
+			ErrRestoreRefused, n.cfg.DataDir)
 	}
 	n.raft, err = raft.NewRaft(rc, n.fsm, rs.Bolt, rs.Bolt, rs.Snapshots, n.transport)
 	if err != nil {
@@ -315,9 +348,13 @@ func (n *Node) startRaft() error {
 	if n.cfg.Bootstrap && !hasState {
 		// The root token file is written before the cluster exists, so a
 		// crash between the two cannot leave a cluster nobody can manage:
-		// the leader loop commits it once this node leads.
+		// the leader loop commits it once this node leads. A cluster
+		// restored from a snapshot with a super token is managed with the
+		// saved cluster's tokens instead.
 		path := filepath.Join(n.cfg.DataDir, RootTokenFile)
-		if n.RootToken, err = readOrCreateSecret(path); err != nil {
+		if n.restoreSuper {
+			path = "(none: the snapshot's tokens)"
+		} else if n.RootToken, err = readOrCreateSecret(path); err != nil {
 			return err
 		}
 		cfg := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: n.transport.LocalAddr()}}}
@@ -502,10 +539,24 @@ func (n *Node) FSM() *fsm.FSM { return n.fsm }
 // Raft returns the raft instance (for tests and the CLI's status).
 func (n *Node) Raft() *raft.Raft { return n.raft }
 
+// Unjoined tells whether this node started with no raft state and neither
+// bootstrap nor join, and has not been added to a cluster since (with
+// `hookswitch join`).
+func (n *Node) Unjoined() bool {
+	if !n.unjoined {
+		return false
+	}
+	cf := n.raft.GetConfiguration()
+	return cf.Error() != nil || len(cf.Configuration().Servers) == 0
+}
+
 // Ready implements httpapi.Backend.
 func (n *Node) Ready() error {
 	if n.raft.State() == raft.Shutdown {
 		return errors.New("raft is shut down")
+	}
+	if n.Unjoined() {
+		return fmt.Errorf("%w: run `hookswitch join HTTP_ADDR` against this node, or restart it with --join HTTP_ADDR or --bootstrap", ErrNoCluster)
 	}
 	if addr, _ := n.raft.LeaderWithID(); addr == "" {
 		return errors.New("no leader")
@@ -542,18 +593,26 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		left = true // no longer a member: there is nobody to report to
 	default:
 	}
-	if err := n.pipe.stop(ctx, !left); err != nil {
+	// A node that left, or was never added to a cluster, has nobody to
+	// report to.
+	if err := n.pipe.stop(ctx, !left && !n.Unjoined()); err != nil {
 		errs = append(errs, fmt.Errorf("pipeline: %w", err))
 	}
 	n.pipe = nil
 	n.cancel()
 	if n.raft.State() == raft.Leader && n.voters() > 1 {
-		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+		if err := waitFuture(ctx, n.raft.LeadershipTransfer()); err != nil {
 			n.log.Warn("leadership transfer failed", "err", err)
 		}
 	}
-	if err := n.raft.Shutdown().Error(); err != nil {
-		errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
+	if err := waitFuture(ctx, n.raft.Shutdown()); err != nil {
+		// Raft's main loop is stuck (seen when a node gains leadership
+		// while its peers stop too, on a busy machine). Its files are
+		// consistent at every write, as after a crash: leave without it
+		// rather than hang past the deadline (systemd would kill us).
+		n.log.Error("raft did not shut down before the deadline; stopping without it (goroutines follow on stderr)", "err", err)
+		_ = rpprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+		return errors.Join(append(errs, fmt.Errorf("raft shutdown: %w", err))...)
 	}
 	n.wg.Wait()
 	if err := n.transport.Close(); err != nil {
@@ -562,6 +621,18 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.closeStores()
 	n.log.Info("node stopped")
 	return errors.Join(errs...)
+}
+
+// waitFuture waits for a raft future, or until ctx is done.
+func waitFuture(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (n *Node) voters() int {

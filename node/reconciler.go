@@ -20,10 +20,12 @@ type reconciler struct {
 	// and when this leader saw it change.
 	lastSeq map[string]uint64
 	seenAt  map[string]time.Time
+	// lags counts the events waiting for down home nodes.
+	lags *lagCounter
 }
 
 func newReconciler(n *Node) *reconciler {
-	return &reconciler{n: n, lastSeq: map[string]uint64{}, seenAt: map[string]time.Time{}}
+	return &reconciler{n: n, lastSeq: map[string]uint64{}, seenAt: map[string]time.Time{}, lags: newLagCounter(n.logs)}
 }
 
 // tick is how often the reconciler looks: twice per report interval, so a
@@ -89,7 +91,8 @@ func (r *reconciler) judge(st *fsm.State, now time.Time) ([]*fsm.SetHealth, []fs
 	return health, nodes
 }
 
-// step runs one round: health first, then assignment, then expiry.
+// step runs one round: health first, then assignment, then the waiting
+// status of pinned subscriptions whose home node is down, then expiry.
 func (r *reconciler) step(ctx context.Context, now time.Time) error {
 	var health []*fsm.SetHealth
 	var moves []fsm.Move
@@ -124,6 +127,9 @@ func (r *reconciler) step(ctx context.Context, now time.Time) error {
 			r.n.log.Info("reassigned subscriptions", "moves", n)
 		}
 		moves = moves[n:]
+	}
+	if err := r.markWaiting(ctx, now); err != nil {
+		return err
 	}
 	for _, id := range expired {
 		if err := r.n.applyChecked(ctx, &fsm.DeleteSub{ID: id}); err != nil {

@@ -77,12 +77,13 @@ func (s Setting) Default() string {
 //
 // For example, with SecretOverlap and DefaultSecretOverlap in config.go:
 //
-//	{Name: "secret-overlap", Group: "Event log and delivery",
-//		Help:    "both signatures are sent for this long after a secret rotation",
+//	{Name: "secret-overlap", Group: "Access",
+//		Help:    "after a signing secret rotation, POSTs carry the old secret's signature too for this long",
 //		Binding: Duration(func(c *Config) *time.Duration { return &c.SecretOverlap })},
 //
-// A list setting such as sources (`sources = ["http", "ami"]` in the file,
-// `--sources http,ami`) uses List; a count such as max-subs-per-token, Int.
+// A list setting such as sources (`sources = ["http", "ami://…"]` in the
+// file, `--sources http,ami://…`) uses List; a count such as
+// max-subs-per-token, Int.
 var Settings = []Setting{
 	{Name: "node-id", Group: "Identity, addresses, data", DocDefault: "the hostname",
 		Help:    "this node's id (default: hostname, persisted in <data-dir>/node-id)",
@@ -111,7 +112,7 @@ var Settings = []Setting{
 
 	{Name: "bootstrap", Group: "Cluster membership", DevDefault: "true",
 		Help:    "create a new cluster with this node as its first member",
-		Doc:     "Create a new cluster with this node as its only voter, and write the root token and the join token. Only on the first node, and harmless later: a data dir that already holds raft state is never bootstrapped again. A node with no raft state and neither `bootstrap` nor `join` does not start: it says what to run.",
+		Doc:     "Create a new cluster with this node as its only voter, and write the root token and the join token. Only on the first node, and harmless later: a data dir that already holds raft state is never bootstrapped again. A node with no raft state and neither `bootstrap` nor `join` waits to be added (`hookswitch join`) and says what to run.",
 		Binding: Bool(func(c *Config) *bool { return &c.Bootstrap })},
 	{Name: "join", Group: "Cluster membership", DocDefault: "none",
 		Help:    "comma-separated HTTP addresses of cluster members to join",
@@ -120,6 +121,10 @@ var Settings = []Setting{
 	{Name: "witness", Group: "Cluster membership",
 		Help:    "vote in raft but never send subscriptions",
 		Binding: Bool(func(c *Config) *bool { return &c.Witness })},
+	{Name: "restore", Group: "Cluster membership", DocDefault: "none",
+		Help:    "with --bootstrap, in an empty data dir: start the new cluster with the state of this snapshot file (`hookswitch snapshot save`)",
+		Doc:     "A snapshot file (`hookswitch snapshot save`) whose state a node started with `bootstrap`, in an empty data dir, commits before it serves: see [backups.md](backups.md). Refused without `bootstrap` or on a data dir with state; remove it once the cluster runs.",
+		Binding: String(func(c *Config) *string { return &c.Restore })},
 	{Name: "dev", Group: "Cluster membership",
 		Help:    "single-node cluster on 127.0.0.1 with data in ./hookswitch-data; prints the root token",
 		Doc:     "Dev mode, below.",
@@ -175,12 +180,20 @@ var Settings = []Setting{
 		Binding: CIDRs(func(c *Config) *[]*net.IPNet { return &c.WSAllow })},
 	{Name: "post-url-deny", Group: "Access", DocDefault: "empty",
 		Help:    "extra CIDRs a post-url may not resolve to (link-local and metadata are always denied unless allowed)",
-		Doc:     "Extra CIDRs a post-url may not resolve to. Link-local and cloud metadata addresses (`169.254.0.0/16`, `fe80::/10`) are always denied unless allowed below.",
+		Doc:     "Extra CIDRs a post-url may not resolve to. Link-local and cloud metadata addresses (`169.254.0.0/16`, `fe80::/10`, `fd00:ec2::254`) are always denied unless allowed below. A post-url whose host is a literal address in a denied range, in any spelling, is refused at create and update (`400` naming `post-url`); every resolved address is checked again at connect time.",
 		Binding: CIDRs(func(c *Config) *[]*net.IPNet { return &c.PostURLDeny })},
 	{Name: "post-url-allow", Group: "Access", DocDefault: "empty",
 		Help:    "CIDRs a post-url may resolve to even if denied",
-		Doc:     "CIDRs a post-url may resolve to even when denied.",
+		Doc:     "CIDRs a post-url may resolve to even when denied (the most specific range decides).",
 		Binding: CIDRs(func(c *Config) *[]*net.IPNet { return &c.PostURLAllow })},
+	{Name: "secret-overlap", Group: "Access",
+		Help:    "after a signing secret rotation, POSTs carry the old secret's signature too for this long",
+		Doc:     "After a signing secret changes (`POST /v1/subscriptions/{id}/secret/rotate`, or a PUT/PATCH with a new `secret`), every POST carries the old secret's signature beside the new one for this long. `0`: the old one stops at once. Must not be negative.",
+		Binding: Duration(func(c *Config) *time.Duration { return &c.SecretOverlap })},
+	{Name: "max-subs-per-token", Group: "Access",
+		Help:    "subscriptions one token may create (super tokens are not limited; 0: no limit)",
+		Doc:     "Subscriptions one API token may create (counted by the token that created them, while they exist); beyond it a create is `403`. Super tokens are not limited. `0`: no limit.",
+		Binding: Int(func(c *Config) *int { return &c.MaxSubsPerToken })},
 	{Name: "read-timeout", Group: "Access",
 		Help:    "a request's headers and body must arrive within it",
 		Doc:     "A request's headers, and then its body, must arrive within this; a client that trickles a body is cut off. Long streams (websockets, a peer's log) are not affected once their request has arrived. Must be positive.",
@@ -193,6 +206,11 @@ var Settings = []Setting{
 		Help:    "ingest requests per second per source address[:burst] outside ingest-allow (0: off)",
 		Doc:     "Ingest requests per second per source address outside `ingest-allow` (allow-listed sources, loopback by default, are not limited); same format and answer. `0` turns it off.",
 		Binding: Rate(func(c *Config) *httpapi.Rate { return &c.IngestRate })},
+
+	{Name: "sources", Group: "Event sources",
+		Help:    "event sources, comma-separated: http (always on), kamailio://HOST:PORT, ami://USER:PASS@HOST:PORT[?domain=D] (put AMI passwords in the env or the config file, not on the command line)",
+		Doc:     "Where events come from, comma-separated (a TOML list in the file): `http` (HTTP ingest, always on whether listed or not), `kamailio://HOST:PORT` (Kamailio's evapi), `ami://USER:PASS@HOST:PORT[?domain=D]` (the Asterisk Manager Interface; `domain` scopes events without an AccountCode). Passwords never appear in logs, status or metrics; put them in the environment (`HOOKSWITCH_SOURCES`) or the config file (mode 0600), not on the command line, where `ps` shows them. A source that cannot connect is retried with backoff and never stops the node. See [sources.md](sources.md).",
+		Binding: List(func(c *Config) *[]string { return &c.Sources })},
 
 	{Name: "tls-cert", Group: "TLS and cluster secrets", DocDefault: "none",
 		Help:    "TLS certificate for the HTTP API",
@@ -215,7 +233,7 @@ var Settings = []Setting{
 // SettingGroups orders the groups of Settings in the docs.
 var SettingGroups = []string{
 	"Identity, addresses, data", "Cluster membership", "Health and failover",
-	"Event log and delivery", "Access", "TLS and cluster secrets",
+	"Event log and delivery", "Access", "Event sources", "TLS and cluster secrets",
 }
 
 // Dev mode's listen addresses.

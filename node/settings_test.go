@@ -1,9 +1,9 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"flag"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -149,20 +149,36 @@ func TestUpdateSettingsDoc(t *testing.T) {
 }
 
 // TestStartWithoutBootstrapOrJoin: a node with an empty data dir and
-// neither bootstrap nor join does not start; the error says what to run
-// and leaves the listen addresses free.
+// neither bootstrap nor join runs (waiting for `hookswitch join`), is not
+// ready, and its readiness names what to run.
 func TestStartWithoutBootstrapOrJoin(t *testing.T) {
 	cfg := Default()
 	cfg.DataDir = t.TempDir()
 	cfg.HTTPAddr, cfg.RaftAddr = "127.0.0.1:0", "127.0.0.1:0"
-	_, err := Start(cfg, "test", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if !errors.Is(err, ErrNoCluster) {
-		t.Fatalf("Start: %v, want ErrNoCluster", err)
+	var logs strings.Builder
+	n, err := Start(cfg, "test", slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatalf("Start: %v", err)
 	}
-	for _, want := range []string{"--bootstrap", "--join HTTP_ADDR --join-token", "--dev", cfg.DataDir} {
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_ = n.Shutdown(ctx)
+	}()
+	if !n.Unjoined() {
+		t.Fatal("Unjoined: false for a node in no cluster")
+	}
+	err = n.Ready()
+	if !errors.Is(err, ErrNoCluster) {
+		t.Fatalf("Ready: %v, want ErrNoCluster", err)
+	}
+	for _, want := range []string{"hookswitch join HTTP_ADDR", "--join HTTP_ADDR", "--bootstrap"} {
 		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q lacks %q", err, want)
+			t.Errorf("Ready's reason %q lacks %q", err, want)
 		}
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "in no cluster yet") {
+		t.Errorf("no warning naming the situation in the log:\n%s", logs.String())
 	}
 }
 

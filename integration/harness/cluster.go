@@ -33,6 +33,14 @@ type Options struct {
 	Timings Timings
 	// Extra flags for every node.
 	Extra []string
+	// NodeExtra, when set, gives a node's own flags (after Extra) by its
+	// id, e.g. PKI.AgentFlags.
+	NodeExtra func(id string) []string
+	// TLS, when set, is how the harness's clients reach nodes that serve
+	// HTTPS (NodeExtra gives them --tls-cert and --tls-key): node URLs are
+	// https, and the API clients, readiness checks and command lines
+	// verify (and present) certificates with it.
+	TLS *ClientTLS
 	// Hosts are optional per-node listen IPs (default 127.0.0.1), e.g.
 	// 127.0.0.11, 127.0.0.12, 127.0.0.13 inside a NetNS.
 	Hosts []string
@@ -48,6 +56,11 @@ type Options struct {
 	// default stable-after of 60s it would take a minute); StartCluster
 	// still waits until every node is up.
 	NoWaitStable bool
+	// Restore, when set, is a snapshot file n1 bootstraps the cluster
+	// from (`agent --bootstrap --restore`); Root must then be a super
+	// token of the saved cluster (no root-token file is written).
+	Restore string
+	Root    string
 }
 
 // Cluster is a cluster of agent processes: node i is "n<i+1>"; n1
@@ -58,6 +71,7 @@ type Cluster struct {
 
 	t         TB
 	opts      Options
+	dir       string // holds the nodes' dirs
 	joinToken string
 	hclient   *http.Client
 }
@@ -80,10 +94,11 @@ func StartCluster(t TB, o Options) *Cluster {
 	}
 	Binary(t)
 	dir := t.TempDir()
-	cl := &Cluster{t: t, opts: o, hclient: &http.Client{Timeout: client.DefaultTimeout}}
+	cl := &Cluster{t: t, opts: o, dir: dir, hclient: &http.Client{Timeout: client.DefaultTimeout}}
 	if o.NetNS != nil {
 		cl.hclient = o.NetNS.HTTPClient()
 	}
+	cl.hclient = o.TLS.httpClient(t, cl.hclient)
 	ports := map[string][]int{}
 	next := map[string]int{}
 	for i := range o.Nodes {
@@ -99,25 +114,7 @@ func StartCluster(t TB, o Options) *Cluster {
 		}
 		hp, rp := ports[h][next[h]], ports[h][next[h]+1]
 		next[h] += 2
-		id := "n" + strconv.Itoa(i+1)
-		ndir := filepath.Join(dir, id)
-		if err := os.MkdirAll(ndir, 0o700); err != nil {
-			t.Fatalf("harness: %v", err)
-		}
-		data := filepath.Join(ndir, "data")
-		if i < len(o.DataDirs) && o.DataDirs[i] != "" {
-			data = o.DataDirs[i]
-		}
-		cl.Nodes = append(cl.Nodes, &Node{
-			ID: id, t: t, cl: cl, dir: ndir, ns: o.NetNS, hclient: cl.hclient,
-			DataDir:  data,
-			HTTPAddr: net.JoinHostPort(h, strconv.Itoa(hp)),
-			RaftAddr: net.JoinHostPort(h, strconv.Itoa(rp)),
-			stdout:   filepath.Join(ndir, "agent.stdout"),
-			stderr:   filepath.Join(ndir, "agent.stderr"),
-			extra:    o.Extra,
-			env:      o.Env,
-		})
+		cl.Nodes = append(cl.Nodes, cl.newNode(i, h, hp, rp))
 	}
 	// Cleanups run last-in first-out: frozen nodes are thawed and every
 	// node is stopped, then (on failure) the logs are printed.
@@ -132,8 +129,15 @@ func StartCluster(t TB, o Options) *Cluster {
 	t.Cleanup(cl.stopAll)
 	first := cl.Nodes[0]
 	first.args = first.agentArgs("--bootstrap")
+	if o.Restore != "" {
+		first.args = first.agentArgs("--bootstrap", "--restore", o.Restore)
+	}
 	first.Start()
-	cl.Root = first.readRootToken()
+	if o.Root != "" {
+		cl.Root = o.Root
+	} else {
+		cl.Root = first.readRootToken()
+	}
 	if b, err := os.ReadFile(filepath.Join(first.DataDir, "join-token")); err == nil {
 		cl.joinToken = strings.TrimSpace(string(b))
 	}
@@ -164,21 +168,76 @@ func StartCluster(t TB, o Options) *Cluster {
 			return len(v.Nodes) == o.Nodes, "all nodes stable", Summary(v)
 		}, timeout)
 	}
-	// What an operator sees: `hookswitch members` lists them all up.
-	var members httpapi.ClusterView
-	out := first.MustCLI("members", "--json")
-	if err := json.Unmarshal([]byte(out), &members); err != nil {
-		t.Fatalf("members --json: %v: %s", err, out)
-	}
-	if len(members.Nodes) != o.Nodes {
-		t.Fatalf("members: %s, want %d nodes", Summary(members), o.Nodes)
-	}
-	for _, m := range members.Nodes {
-		if m.Health != "up" {
-			t.Fatalf("members: %s, want all up", Summary(members))
+	// What an operator sees: `hookswitch members` lists them all up. It is
+	// polled: on a busy machine a node can miss down-after for a moment
+	// (a new leader also gives every node a full down-after again), and
+	// the listing must then come back to all up by itself.
+	WaitFor(t, func() (bool, string, string) {
+		want := fmt.Sprintf("`hookswitch members --json` to list %d nodes, all up", o.Nodes)
+		out, err := first.CLI("members", "--json")
+		if err != nil {
+			return false, want, err.Error()
 		}
-	}
+		var members httpapi.ClusterView
+		if err := json.Unmarshal([]byte(out), &members); err != nil {
+			return false, want, fmt.Sprintf("not JSON: %v: %s", err, out)
+		}
+		if len(members.Nodes) != o.Nodes {
+			return false, want, Summary(members)
+		}
+		for _, m := range members.Nodes {
+			if m.Health != "up" {
+				return false, want, Summary(members)
+			}
+		}
+		return true, "", ""
+	}, FormTimeout)
 	return cl
+}
+
+// newNode is node i ("n<i+1>") on host's ports hp (HTTP) and rp (raft),
+// with its dir under the cluster's; it is not started.
+func (cl *Cluster) newNode(i int, host string, hp, rp int) *Node {
+	cl.t.Helper()
+	id := "n" + strconv.Itoa(i+1)
+	ndir := filepath.Join(cl.dir, id)
+	if err := os.MkdirAll(ndir, 0o700); err != nil {
+		cl.t.Fatalf("harness: %v", err)
+	}
+	data := filepath.Join(ndir, "data")
+	if i < len(cl.opts.DataDirs) && cl.opts.DataDirs[i] != "" {
+		data = cl.opts.DataDirs[i]
+	}
+	return &Node{
+		ID: id, t: cl.t, cl: cl, dir: ndir, ns: cl.opts.NetNS, hclient: cl.hclient, tls: cl.opts.TLS,
+		DataDir:  data,
+		HTTPAddr: net.JoinHostPort(host, strconv.Itoa(hp)),
+		RaftAddr: net.JoinHostPort(host, strconv.Itoa(rp)),
+		stdout:   filepath.Join(ndir, "agent.stdout"),
+		stderr:   filepath.Join(ndir, "agent.stderr"),
+		extra:    cl.opts.Extra,
+		env:      cl.opts.Env,
+	}
+}
+
+// NewNode adds a node to the cluster without starting it: the next id,
+// on free ports of its host (Options.Hosts, default 127.0.0.1), with the
+// cluster's flags and the join token in its environment, but neither
+// --bootstrap nor --join on its command line (SetArgs changes it). Launch
+// starts it; a node that is no member is healthy (WaitHealthy) but never
+// ready until it joins. It is stopped with the others at the end of the
+// test, and counts as one of the cluster's nodes (WaitAllUp, Restart)
+// from now on.
+func (cl *Cluster) NewNode() *Node {
+	cl.t.Helper()
+	i := len(cl.Nodes)
+	h := cl.host(i)
+	ports := FreePorts(cl.t, h, 2)
+	nd := cl.newNode(i, h, ports[0], ports[1])
+	nd.args = nd.agentArgs()
+	nd.env = cl.joinEnv()
+	cl.Nodes = append(cl.Nodes, nd)
+	return nd
 }
 
 func (cl *Cluster) host(i int) string {
@@ -378,8 +437,13 @@ func (cl *Cluster) WaitAllUp() {
 			}
 		}
 		return true, "", ""
-	}, FormTimeout)
+	}, UpTimeout)
 }
+
+// UpTimeout bounds WaitAllUp: a restarted node rejoins, catches up and
+// commits a report. Beside stress-ng on two cores an election or two can
+// come first, so it is longer than a start on a quiet machine needs.
+const UpTimeout = time.Minute
 
 // Leader returns the node that all the given nodes (default: every
 // running node) agree leads, waiting up to 10s until they agree on one of

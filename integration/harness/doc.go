@@ -16,6 +16,15 @@
 //     source node, and POSTs of one subscription in flight at once.
 //   - Load sends events at a bounded rate to random live nodes and records
 //     every event-id answered 202, by the node that accepted it.
+//   - PKI makes a cluster CA and node certificates with `hookswitch tls
+//     init` and `tls issue`; Options.NodeExtra gives each node its own
+//     flags (PKI.AgentFlags: mutual TLS) and Options.TLS (DevOptions.TLS
+//     for a --dev node) is the ClientTLS with which the harness's clients
+//     and command lines reach nodes over HTTPS.
+//   - Cluster.NewNode adds a node that is not started (Launch starts it,
+//     WaitHealthy waits for /healthz: one that is no member yet).
+//   - Run runs the binary with any arguments and returns its output and
+//     exit status (an agent that must refuse to start, `hookswitch tls`).
 //   - NetNS is a network namespace the test makes itself (root only): nodes
 //     on 127.0.0.x addresses inside it, iptables cuts between addresses and
 //     tc netem on its loopback.

@@ -25,7 +25,7 @@ var ReadyTimeout = 20 * time.Second
 // Bounds of the node helpers.
 const (
 	// StopTimeout is how long a SIGTERM'd node may take to exit.
-	StopTimeout = 15 * time.Second
+	StopTimeout = 25 * time.Second // the node's own shutdown-timeout (15s) and exit
 	// CLITimeout bounds one command-line run.
 	CLITimeout = 30 * time.Second
 	// CallTimeout bounds one API call of a helper.
@@ -47,9 +47,10 @@ type Node struct {
 	extra   []string
 	env     []string
 	ns      *NetNS
-	args    []string // the command line of the last start
-	stdout  string   // path of the file stdout goes to
-	stderr  string   // path of the file stderr goes to
+	tls     *ClientTLS // nil: the node serves plain HTTP
+	args    []string   // the command line of the last start
+	stdout  string     // path of the file stdout goes to
+	stderr  string     // path of the file stderr goes to
 	hclient *http.Client
 
 	mu     sync.Mutex
@@ -65,6 +66,23 @@ type Node struct {
 // if the test failed). extra flags are added to the command line.
 func StartDev(t TB, extra ...string) *Node {
 	t.Helper()
+	return StartDevWith(t, DevOptions{Extra: extra})
+}
+
+// DevOptions say how to start a --dev node.
+type DevOptions struct {
+	// Extra flags of the agent.
+	Extra []string
+	// Env is added to the agent's environment.
+	Env []string
+	// TLS, when set, is how the harness's clients reach a node that
+	// serves HTTPS (Extra gives it --tls-cert and --tls-key).
+	TLS *ClientTLS
+}
+
+// StartDevWith is StartDev with options.
+func StartDevWith(t TB, o DevOptions) *Node {
+	t.Helper()
 	Binary(t)
 	dir := t.TempDir()
 	ports := FreePorts(t, "127.0.0.1", 2)
@@ -75,10 +93,12 @@ func StartDev(t TB, extra ...string) *Node {
 		RaftAddr: fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		stdout:   filepath.Join(dir, "agent.stdout"),
 		stderr:   filepath.Join(dir, "agent.stderr"),
-		extra:    append([]string(nil), extra...),
-		hclient:  &http.Client{Timeout: client.DefaultTimeout},
+		extra:    append([]string(nil), o.Extra...),
+		env:      append([]string(nil), o.Env...),
+		tls:      o.TLS,
+		hclient:  o.TLS.httpClient(t, &http.Client{Timeout: client.DefaultTimeout}),
 	}
-	nd.args = append([]string{"agent", "--dev", "--data-dir", nd.DataDir, "--http-addr", nd.HTTPAddr, "--raft-addr", nd.RaftAddr}, extra...)
+	nd.args = append([]string{"agent", "--dev", "--data-dir", nd.DataDir, "--http-addr", nd.HTTPAddr, "--raft-addr", nd.RaftAddr}, o.Extra...)
 	// Cleanups run last-in first-out: the process is stopped first, then
 	// its output is printed.
 	t.Cleanup(func() {
@@ -112,6 +132,15 @@ func (nd *Node) SetArgs(args ...string) { nd.args = append([]string(nil), args..
 // waits until GET /readyz answers 200; it fails the test if the node
 // exits or is not ready within ReadyTimeout.
 func (nd *Node) Start() {
+	nd.t.Helper()
+	nd.Launch()
+	nd.WaitReady(ReadyTimeout)
+}
+
+// Launch starts the process with the command line of its last start (see
+// SetArgs) and returns at once: for a node that will not be ready by
+// itself (one that is no member yet; see WaitHealthy).
+func (nd *Node) Launch() {
 	nd.t.Helper()
 	if nd.Running() {
 		nd.t.Fatalf("node %s already running (pid %d)", nd.name(), nd.cmd.Process.Pid)
@@ -151,7 +180,6 @@ func (nd *Node) Start() {
 		_ = cmd.Wait()
 		close(done)
 	}()
-	nd.WaitReady(ReadyTimeout)
 }
 
 // WaitReady waits until GET /readyz answers 200, failing the test if the
@@ -167,6 +195,26 @@ func (nd *Node) WaitReady(timeout time.Duration) {
 		defer cancel()
 		err := c.Ready(ctx)
 		return err == nil, "node " + nd.name() + ": GET /readyz to answer 200 within " + timeout.String(), fmt.Sprint(err)
+	}, timeout)
+	if !nd.Running() {
+		nd.t.Fatalf("node %s exited during start: %s\n%s", nd.name(), nd.ExitState(), tail(nd.stderr, 40))
+	}
+}
+
+// WaitHealthy waits until GET /healthz answers 200 (the process serves its
+// API, member or not), failing the test if the process exits first or
+// timeout passes.
+func (nd *Node) WaitHealthy(timeout time.Duration) {
+	nd.t.Helper()
+	c := nd.anon()
+	WaitFor(nd.t, func() (bool, string, string) {
+		if !nd.Running() {
+			return true, "", "" // reported below
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), CallTimeout)
+		defer cancel()
+		err := c.Do(ctx, http.MethodGet, "/healthz", nil, nil)
+		return err == nil, "node " + nd.name() + ": GET /healthz to answer 200 within " + timeout.String(), fmt.Sprint(err)
 	}, timeout)
 	if !nd.Running() {
 		nd.t.Fatalf("node %s exited during start: %s\n%s", nd.name(), nd.ExitState(), tail(nd.stderr, 40))
@@ -372,6 +420,13 @@ func (nd *Node) cleanup() {
 }
 
 func (nd *Node) dumpOutput() {
+	nd.mu.Lock()
+	starts := nd.starts
+	nd.mu.Unlock()
+	if starts == 0 {
+		nd.t.Logf("node %s: never started", nd.name())
+		return
+	}
 	for _, f := range []struct{ name, path string }{{"stdout", nd.stdout}, {"stderr", nd.stderr}} {
 		b, err := os.ReadFile(f.path)
 		if err != nil {
@@ -382,11 +437,17 @@ func (nd *Node) dumpOutput() {
 	}
 }
 
-// BaseURL is the node's HTTP API base URL.
-func (nd *Node) BaseURL() string { return "http://" + nd.HTTPAddr }
+// BaseURL is the node's HTTP API base URL: https when the harness's
+// clients reach it with a ClientTLS.
+func (nd *Node) BaseURL() string { return nd.tls.scheme() + "://" + nd.HTTPAddr }
+
+// TLS is how the harness's clients reach the node over HTTPS (nil: plain
+// HTTP).
+func (nd *Node) TLS() *ClientTLS { return nd.tls }
 
 // HTTPClient is the HTTP client that reaches the node (through its
-// network namespace when it runs in one).
+// network namespace when it runs in one; verifying the node's certificate
+// with its ClientTLS when it serves HTTPS).
 func (nd *Node) HTTPClient() *http.Client { return nd.hclient }
 
 // RootToken is the cluster's super token (a dev node's, read from its
@@ -429,6 +490,12 @@ func (nd *Node) Logs() string {
 	return string(e) + string(o)
 }
 
+// Stderr returns what the node has written to stderr (its log) so far.
+func (nd *Node) Stderr() string {
+	b, _ := os.ReadFile(nd.stderr)
+	return string(b)
+}
+
 // Stdout returns what the node has written to stdout so far.
 func (nd *Node) Stdout() string {
 	b, _ := os.ReadFile(nd.stdout)
@@ -445,30 +512,62 @@ type CLIResult struct {
 var ErrCLI = errors.New("hookswitch command failed")
 
 // RunCLI runs the hookswitch command line against the node: --addr is the
-// node, --client-data-dir its data dir and, in a cluster, --token the root
-// token (args may carry their own --token, which wins). It fails the test
-// only if the command cannot be run at all.
+// node, --client-data-dir its data dir, the --ca, --cert and --key of its
+// ClientTLS if it serves HTTPS and, in a cluster, --token the root token
+// (args may carry their own --token, which wins). It fails the test only
+// if the command cannot be run at all.
 func (nd *Node) RunCLI(args ...string) CLIResult {
 	nd.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), CLITimeout)
-	defer cancel()
 	full := []string{"--addr", nd.BaseURL(), "--client-data-dir", nd.DataDir}
+	if nd.tls != nil {
+		full = append(full, nd.tls.Flags()...)
+	}
 	if nd.cl != nil {
 		full = append(full, "--token", nd.cl.Root)
 	}
-	full = append(full, args...)
-	bin := Binary(nd.t)
-	var cmd *exec.Cmd
-	if nd.ns != nil {
-		cmd = nd.ns.Command(bin, full...)
-	} else {
-		cmd = exec.Command(bin, full...)
+	// Messages name the caller's args only: the rest holds the root token.
+	return run(nd.t, nd.ns, nil, append(full, args...), strings.Join(args, " "))
+}
+
+// Run runs the binary with exactly args (no node address, no token) in
+// CleanEnv plus env, and returns its output and exit status: for command
+// lines of no node (`hookswitch tls init`), or an agent expected to refuse
+// to start. It fails the test only if the binary cannot be run at all or
+// has not exited within CLITimeout.
+func Run(t TB, env []string, args ...string) CLIResult {
+	t.Helper()
+	return run(t, nil, env, args, strings.Join(args, " "))
+}
+
+// MustRun is Run that fails the test unless the command exits 0; it
+// returns the command's stdout.
+func MustRun(t TB, env []string, args ...string) string {
+	t.Helper()
+	r := Run(t, env, args...)
+	if r.ExitCode != 0 {
+		t.Fatalf("hookswitch %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.ExitCode, r.Stdout, r.Stderr)
 	}
-	cmd.Env = CleanEnv()
+	return r.Stdout
+}
+
+// run runs the binary (inside ns when set) with args in CleanEnv plus env;
+// its failure messages call the command "hookswitch "+what.
+func run(t TB, ns *NetNS, env, args []string, what string) CLIResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), CLITimeout)
+	defer cancel()
+	bin := Binary(t)
+	var cmd *exec.Cmd
+	if ns != nil {
+		cmd = ns.Command(bin, args...)
+	} else {
+		cmd = exec.Command(bin, args...)
+	}
+	cmd.Env = append(CleanEnv(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
-		nd.t.Fatalf("hookswitch %s: %v", strings.Join(args, " "), err)
+		t.Fatalf("hookswitch %s: %v", what, err)
 	}
 	waitErr := make(chan error, 1)
 	go func() { waitErr <- cmd.Wait() }()
@@ -478,11 +577,11 @@ func (nd *Node) RunCLI(args ...string) CLIResult {
 	case <-ctx.Done():
 		_ = cmd.Process.Kill()
 		<-waitErr
-		nd.t.Fatalf("hookswitch %s: still running after %s", strings.Join(args, " "), CLITimeout)
+		t.Fatalf("hookswitch %s: still running after %s", what, CLITimeout)
 	}
 	var exitErr *exec.ExitError
 	if err != nil && !errors.As(err, &exitErr) {
-		nd.t.Fatalf("hookswitch %s: %v", strings.Join(args, " "), err)
+		t.Fatalf("hookswitch %s: %v", what, err)
 	}
 	return CLIResult{Stdout: stdout.String(), Stderr: stderr.String(), ExitCode: cmd.ProcessState.ExitCode()}
 }
@@ -514,6 +613,9 @@ func (nd *Node) agentArgs(extra ...string) []string {
 		"--http-addr", nd.HTTPAddr, "--raft-addr", nd.RaftAddr}
 	args = append(args, nd.cl.opts.Timings.Flags()...)
 	args = append(args, nd.extra...)
+	if f := nd.cl.opts.NodeExtra; f != nil {
+		args = append(args, f(nd.ID)...)
+	}
 	return append(args, extra...)
 }
 
