@@ -98,6 +98,7 @@ func newAgentCmd() *cobra.Command {
 	f.Bool("bootstrap", false, "create a new cluster with this node as its first member")
 	f.String("join", "", "comma-separated HTTP addresses of cluster members to join")
 	f.Bool("witness", false, "vote in raft but never send subscriptions")
+	f.Int("voters", d.Voters, "raft voters at most (witnesses count); further nodes join as non-voters")
 	f.Duration("report-interval", d.ReportInterval, "node report period")
 	f.Duration("down-after", d.DownAfter, "no committed report for this long: node down")
 	f.Duration("stable-after", d.StableAfter, "continuously up this long: node stable")
@@ -206,6 +207,7 @@ func agentConfig(fs *pflag.FlagSet) (node.Config, error) {
 		cfg.Join = strings.Split(j, ",")
 	}
 	cfg.Witness = boolean("witness")
+	cfg.Voters, _ = fs.GetInt("voters")
 	cfg.ReportInterval = dur("report-interval")
 	cfg.DownAfter = dur("down-after")
 	cfg.StableAfter = dur("stable-after")

@@ -38,6 +38,9 @@ const (
 	DefaultReadTimeout = 10 * time.Second
 	// MinJoinTokenLen is the shortest join-token setting accepted.
 	MinJoinTokenLen = 16
+	// DefaultVoters is how many raft voters a cluster keeps at most
+	// (witnesses included); further nodes are non-voters (voters.go).
+	DefaultVoters = 5
 )
 
 // Default rate limits (DESIGN.md "Settings").
@@ -59,6 +62,9 @@ type Config struct {
 	Bootstrap     bool
 	Join          []string
 	Witness       bool
+	// Voters is the most raft voters the cluster keeps (witnesses
+	// included); the leader's setting is the one that counts.
+	Voters int
 
 	ReportInterval       time.Duration
 	DownAfter            time.Duration
@@ -115,6 +121,7 @@ func Default() Config {
 		ReadTimeout:          DefaultReadTimeout,
 		APIRate:              DefaultAPIRate,
 		IngestRate:           DefaultIngestRate,
+		Voters:               DefaultVoters,
 	}
 }
 
@@ -152,6 +159,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: join-token has spaces or control characters", ErrConfig)
 	case c.ReadTimeout <= 0:
 		return fmt.Errorf("%w: read-timeout must be positive", ErrConfig)
+	case c.Voters < 1:
+		return fmt.Errorf("%w: voters must be at least 1", ErrConfig)
 	case c.APIRate.PerSecond < 0 || c.APIRate.Burst < 0 || c.IngestRate.PerSecond < 0 || c.IngestRate.Burst < 0:
 		return fmt.Errorf("%w: rates must not be negative", ErrConfig)
 	}
