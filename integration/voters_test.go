@@ -1,0 +1,165 @@
+package integration
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/hookswitch/hookswitch/httpapi"
+	"github.com/hookswitch/hookswitch/integration/harness"
+)
+
+// votersTimings are the timings of the nine-node test: failure detection
+// in about two seconds, a voter replaced after down-after × 6 = 12s, and
+// raft timeouts long enough for nine race-built nodes on two cores not to
+// flap (an election gives every node a whole down-after again).
+var votersTimings = harness.Timings{
+	Report: 200 * time.Millisecond, Lease: time.Second,
+	DownAfter: 2 * time.Second, StableAfter: 2 * time.Second,
+	RaftHeartbeat: 800 * time.Millisecond, RaftElection: 800 * time.Millisecond,
+}
+
+// votersReplaceWait bounds the wait from the kills to five up voters
+// again: an election, down-after, down-after × 6, two autopilot rounds,
+// with room for a busy machine.
+const votersReplaceWait = 60 * time.Second
+
+// suffrage counts a cluster view's voters and non-voters; up lists the
+// voters that are up.
+func suffrage(v httpapi.ClusterView) (voters, nonvoters int, upVoters []string) {
+	for _, n := range v.Nodes {
+		switch n.Suffrage {
+		case "voter":
+			voters++
+			if n.Health == "up" {
+				upVoters = append(upVoters, n.ID)
+			}
+		case "nonvoter":
+			nonvoters++
+		}
+	}
+	return voters, nonvoters, upVoters
+}
+
+// waitVoters waits until every running node sees the cluster's nine
+// members with five voters, all of them up and running, and the given
+// nodes as non-voters (and, with allUp, every member up); it returns the
+// last view.
+func waitVoters(t *testing.T, cl *harness.Cluster, nonvoter []*harness.Node, allUp bool, timeout time.Duration) httpapi.ClusterView {
+	t.Helper()
+	var last httpapi.ClusterView
+	want := fmt.Sprintf("9 members, 5 voters all up and running, %v non-voters (all up: %v)", harness.IDs(nonvoter), allUp)
+	running := harness.IsOneOf(cl.Running()...)
+	mustNonvoter := harness.IsOneOf(nonvoter...)
+	waitFor(t, func() (bool, string, string) {
+		for _, nd := range cl.Running() {
+			v, err := nd.View()
+			if err != nil {
+				return false, want, nd.ID + ": " + err.Error()
+			}
+			last = v
+			voters, nonvoters, up := suffrage(v)
+			seen := nd.ID + " sees " + harness.Summary(v)
+			if len(v.Nodes) != 9 || voters != 5 || nonvoters != 4 || len(up) != 5 || v.Leader == "" {
+				return false, want, seen
+			}
+			for _, id := range up {
+				if !running(id) {
+					return false, want, seen
+				}
+			}
+			for _, n := range v.Nodes {
+				if (mustNonvoter(n.ID) && n.Suffrage != "nonvoter") || (allUp && n.Health != "up") {
+					return false, want, seen
+				}
+			}
+		}
+		return true, "", ""
+	}, timeout)
+	return last
+}
+
+// TestVotersPromoteAfterCrash: nine real processes keep five raft voters
+// (the default `voters`): n1 bootstrapped and the first four to join are
+// voters, the other four join as non-voters that still send and tail the
+// mesh. kill -9 of two voters, the leader among them: once they have been
+// down for down-after × 6, the leader demotes them and promotes two stable
+// non-voters, so the cluster again has five voters, all up (the dead two
+// stay members, as down non-voters). When they come back they stay
+// non-voters and there are still five voters. Under a low event load
+// sent to the live nodes, with one subscription, every accepted event is
+// delivered.
+func TestVotersPromoteAfterCrash(t *testing.T) {
+	skipShort(t)
+	start := time.Now()
+	cl := harness.StartCluster(t, harness.Options{Nodes: 9, Timings: votersTimings, NoWaitStable: true})
+	// The join order decides the first suffrage: n1 to n5 vote.
+	waitVoters(t, cl, cl.Nodes[5:], true, harness.FormTimeout)
+	t.Logf("nine nodes, five voters, in %s", time.Since(start).Round(time.Millisecond))
+
+	recv := harness.NewReceiver(t, harness.ReceiverOptions{})
+	subs := createFaultSubs(t, cl, recv, "voters.example", 1)
+	load := harness.StartLoad(t, cl.Running, harness.LoadOptions{
+		Rate: 20, PerRequest: 2, Max: 10_000, Duration: 3 * time.Minute,
+		Event: faultEvent("voters.example"), Timeout: 5 * time.Second,
+	})
+
+	// The victims: the leader, and the subscription's owner if it is
+	// another voter (else the next voter).
+	leader := cl.Leader()
+	owner := waitOwned(t, cl, subs[0], func(string) bool { return true })
+	victims := []*harness.Node{leader}
+	v, err := cl.View()
+	if err != nil {
+		t.Fatal(err)
+	}
+	isVoter := map[string]bool{}
+	for _, n := range v.Nodes {
+		isVoter[n.ID] = n.Suffrage == "voter"
+	}
+	if owner != leader && isVoter[owner.ID] {
+		victims = append(victims, owner)
+	} else {
+		for _, nd := range cl.Nodes {
+			if nd != leader && isVoter[nd.ID] {
+				victims = append(victims, nd)
+				break
+			}
+		}
+	}
+	waitFor(t, func() (bool, string, string) {
+		return load.Count() >= 20, "some events accepted before the kills", fmt.Sprint(load.Count())
+	}, 30*time.Second)
+	t.Logf("kill -9 %v (leader %s, subscription owner %s); %d events accepted so far", harness.IDs(victims), leader.ID, owner.ID, load.Count())
+	killed := time.Now()
+	for _, nd := range victims {
+		nd.Kill()
+	}
+
+	// Voters counted in the raft configuration, live or down: five, all
+	// up; the two victims are down non-voters.
+	v = waitVoters(t, cl, victims, false, votersReplaceWait)
+	t.Logf("five voters again %s after the kills: %s", time.Since(killed).Round(time.Millisecond), harness.Summary(v))
+	if since := time.Since(killed); since < 6*votersTimings.DownAfter {
+		t.Errorf("voters replaced %s after the kills, before down-after × 6 (%s)", since, 6*votersTimings.DownAfter)
+	}
+	for _, n := range v.Nodes {
+		if harness.IsOneOf(victims...)(n.ID) && n.Health == "up" {
+			t.Errorf("victim %s is up while dead: %s", n.ID, harness.Summary(v))
+		}
+	}
+
+	// The victims come back as non-voters: still five voters.
+	for _, nd := range victims {
+		nd.Restart()
+	}
+	v = waitVoters(t, cl, victims, true, harness.FormTimeout)
+	t.Logf("victims back: %s", harness.Summary(v))
+
+	accepted := load.Stop()
+	errs, lastErr := load.Errors()
+	t.Logf("%d events accepted, %d requests refused or cut (last: %s)", countIDs(accepted), errs, lastErr)
+	checkAccount(t, recv, accepted, subs, "voters")
+	checkOneLiveOwner(t, cl, subs)
+	t.Logf("test took %s", time.Since(start).Round(time.Millisecond))
+}
