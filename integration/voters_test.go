@@ -163,3 +163,89 @@ func TestVotersPromoteAfterCrash(t *testing.T) {
 	checkOneLiveOwner(t, cl, subs)
 	t.Logf("test took %s", time.Since(start).Round(time.Millisecond))
 }
+
+// waitSuffrage waits until every running node sees exactly the given
+// members (id → "voter" or "nonvoter"), all up, with a leader; it returns
+// the last view.
+func waitSuffrage(t *testing.T, cl *harness.Cluster, want map[string]string, timeout time.Duration) httpapi.ClusterView {
+	t.Helper()
+	var last httpapi.ClusterView
+	waitFor(t, func() (bool, string, string) {
+		expect := fmt.Sprintf("members %v, all up, with a leader", want)
+		for _, nd := range cl.Running() {
+			v, err := nd.View()
+			if err != nil {
+				return false, expect, nd.ID + ": " + err.Error()
+			}
+			last = v
+			if len(v.Nodes) != len(want) || v.Leader == "" {
+				return false, expect, nd.ID + " sees " + harness.Summary(v)
+			}
+			for _, n := range v.Nodes {
+				if want[n.ID] != n.Suffrage || n.Health != "up" {
+					return false, expect, nd.ID + " sees " + harness.Summary(v)
+				}
+			}
+		}
+		return true, "", ""
+	}, timeout)
+	return last
+}
+
+// TestVotersJoinLeaveAndStaleEntry: with voters 2, the third node joins
+// as a non-voter (`members` shows it so); joining again changes nothing;
+// coming back at other addresses replaces its entry, still a non-voter;
+// and when a voter leaves, the stable non-voter is promoted at once (not
+// after down-after × 6).
+func TestVotersJoinLeaveAndStaleEntry(t *testing.T) {
+	skipShort(t)
+	cl := harness.StartCluster(t, harness.Options{Nodes: 3, Extra: []string{"--voters", "2"}})
+	n1, n2, n3 := cl.Nodes[0], cl.Nodes[1], cl.Nodes[2]
+	want := map[string]string{"n1": "voter", "n2": "voter", "n3": "nonvoter"}
+	waitSuffrage(t, cl, want, harness.FormTimeout)
+	var members httpapi.ClusterView
+	decodeJSON(t, "members", n2.MustCLI("members", "--json"), &members)
+	for _, m := range members.Nodes {
+		if m.Suffrage != want[m.ID] {
+			t.Errorf("members: %s is a %q, want %q", m.ID, m.Suffrage, want[m.ID])
+		}
+	}
+
+	// Idempotent: a member that asks again stays as it is.
+	n3.MustCLI("join", n1.HTTPAddr)
+	waitSuffrage(t, cl, want, harness.FormTimeout)
+
+	// Back at other addresses: the stale entry is replaced, once.
+	n3.Kill()
+	ports := harness.FreePorts(t, "127.0.0.1", 2)
+	n3.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", ports[0])
+	n3.RaftAddr = fmt.Sprintf("127.0.0.1:%d", ports[1])
+	n3.Restart()
+	waitFor(t, func() (bool, string, string) {
+		expect := fmt.Sprintf("n3 at %s/%s", n3.HTTPAddr, n3.RaftAddr)
+		for _, nd := range cl.Running() {
+			v, err := nd.View()
+			if err != nil {
+				return false, expect, nd.ID + ": " + err.Error()
+			}
+			for _, n := range v.Nodes {
+				if n.ID == "n3" && (n.HTTPAddr != n3.HTTPAddr || n.RaftAddr != n3.RaftAddr) {
+					return false, expect, fmt.Sprintf("%s sees %s/%s", nd.ID, n.HTTPAddr, n.RaftAddr)
+				}
+			}
+		}
+		return true, "", ""
+	}, harness.FormTimeout)
+	waitSuffrage(t, cl, want, harness.FormTimeout)
+
+	// A voter leaves: n3, once stable, takes its place.
+	left := time.Now()
+	n2.MustCLI("leave")
+	select {
+	case <-n2.Done():
+	case <-time.After(stopTimeout):
+		t.Fatalf("n2 did not exit within %s of leaving", stopTimeout)
+	}
+	v := waitSuffrage(t, cl, map[string]string{"n1": "voter", "n3": "voter"}, harness.FormTimeout)
+	t.Logf("n3 promoted %s after n2 left: %s", time.Since(left).Round(time.Millisecond), harness.Summary(v))
+}
