@@ -69,7 +69,7 @@ type voterChanges struct {
 }
 
 // decideVoters is the promotion rule, a pure function of the servers and
-// the cap (see the package comment above). Non-voters are promoted to fill
+// the cap (see the top of this file). Non-voters are promoted to fill
 // the places of missing or long-down voters; a long-down voter is demoted
 // when a promotion takes its place; voters above the cap are demoted,
 // the least settled first and never the leader.
