@@ -30,6 +30,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/hookswitch/hookswitch/dispatch/match"
+	"github.com/hookswitch/hookswitch/dispatch/source"
+	"github.com/hookswitch/hookswitch/fsm/backup"
 	"github.com/hookswitch/hookswitch/httpapi"
 	"github.com/hookswitch/hookswitch/httpapi/client"
 	"github.com/hookswitch/hookswitch/node"
@@ -74,6 +76,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&cf.key, "key", "", "key of --cert")
 	root.AddCommand(newAgentCmd(), newSubCmd(cf), newTokenCmd(cf), newStatusCmd(cf), newTailCmd(cf), newTLSCmd())
 	root.AddCommand(newClusterCmds(cf)...)
+	root.AddCommand(newSnapshotCmd(cf))
 	return root
 }
 
@@ -98,6 +101,7 @@ func newAgentCmd() *cobra.Command {
 	f.Bool("bootstrap", false, "create a new cluster with this node as its first member")
 	f.String("join", "", "comma-separated HTTP addresses of cluster members to join")
 	f.Bool("witness", false, "vote in raft but never send subscriptions")
+	f.String("restore", "", "with --bootstrap, in an empty data dir: start the new cluster with the state of this snapshot file (`hookswitch snapshot save`)")
 	f.Int("voters", d.Voters, "raft voters at most (witnesses count); further nodes join as non-voters")
 	f.Duration("report-interval", d.ReportInterval, "node report period")
 	f.Duration("down-after", d.DownAfter, "no committed report for this long: node down")
@@ -120,6 +124,9 @@ func newAgentCmd() *cobra.Command {
 	f.Duration("read-timeout", d.ReadTimeout, "a request's headers and body must arrive within it")
 	f.String("api-rate", node.FormatRate(d.APIRate), "admin API requests per second per token[:burst] (super tokens are not limited; 0: off)")
 	f.String("ingest-rate", node.FormatRate(d.IngestRate), "ingest requests per second per source address[:burst] outside ingest-allow (0: off)")
+	f.String("sources", node.DefaultSources, "event sources, comma-separated: http (always on), kamailio://HOST:PORT, ami://USER:PASS@HOST:PORT[?domain=D] (put AMI passwords in the env or the config file, not on the command line)")
+	f.Duration("secret-overlap", d.SecretOverlap, "after a signing secret rotation, POSTs carry the old secret's signature too for this long")
+	f.Int("max-subs-per-token", d.MaxSubsPerToken, "subscriptions one token may create (super tokens are not limited; 0: no limit)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		// Only the agent's own flags are settings: the client flags of
 		// the root command are not read from env or file.
@@ -207,6 +214,7 @@ func agentConfig(fs *pflag.FlagSet) (node.Config, error) {
 		cfg.Join = strings.Split(j, ",")
 	}
 	cfg.Witness = boolean("witness")
+	cfg.Restore = str("restore")
 	cfg.Voters, _ = fs.GetInt("voters")
 	cfg.ReportInterval = dur("report-interval")
 	cfg.DownAfter = dur("down-after")
@@ -220,6 +228,9 @@ func agentConfig(fs *pflag.FlagSet) (node.Config, error) {
 	cfg.TLSCert, cfg.TLSKey = str("tls-cert"), str("tls-key")
 	cfg.ClusterCA, cfg.JoinToken = str("cluster-ca"), str("join-token")
 	cfg.ReadTimeout = dur("read-timeout")
+	cfg.Sources = strings.Split(str("sources"), ",")
+	cfg.SecretOverlap = dur("secret-overlap")
+	cfg.MaxSubsPerToken, _ = fs.GetInt("max-subs-per-token")
 	var err error
 	if cfg.APIRate, err = node.ParseRate(str("api-rate")); err != nil {
 		return cfg, fmt.Errorf("api-rate: %w", err)
@@ -526,7 +537,7 @@ func newSubCmd(cf *clientFlags) *cobra.Command {
 		return cf.output(c, subs, func(w *tabwriter.Writer) {
 			fmt.Fprintln(w, "ID\tMODEL\tDOMAIN\tUSER\tPOST-URL\tSTATUS\tSERVER\tPOSTS\tERRORS")
 			for _, s := range subs {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.ID, s.Model, s.Domain, s.User, s.PostURL, s.Status, s.CurrentActiveServer, s.PostsCount, s.ErrorCount)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", esc(s.ID), esc(s.Model), esc(s.Domain), esc(s.User), esc(s.PostURL), esc(s.Status), esc(s.CurrentActiveServer), s.PostsCount, s.ErrorCount)
 			}
 		})
 	}
@@ -604,9 +615,35 @@ func newSubCmd(cf *clientFlags) *cobra.Command {
 		return cf.output(c, v, func(w *tabwriter.Writer) { subDetail(w, v) })
 	}
 
-	cmd.AddCommand(create, list, get, update, del, pauser("pause", true), pauser("resume", false), secret, test, replay)
+	cmd.AddCommand(create, list, get, update, del, pauser("pause", true), pauser("resume", false), secret, test, replay, newRotateSecretCmd(cf))
 	return cmd
 }
+
+// newRotateSecretCmd is `hookswitch sub rotate-secret ID [--secret S]`.
+func newRotateSecretCmd(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "rotate-secret ID", Short: "Rotate a subscription's signing secret (both signatures are sent for secret-overlap)", Args: cobra.ExactArgs(1)}
+	cmd.Flags().String("secret", "", "the new secret whsec_<base64 of 24-64 bytes> (default: generated)")
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		secret, _ := c.Flags().GetString("secret")
+		if c.Flags().Changed("secret") && secret == "" {
+			return fmt.Errorf("--secret is empty: leave it out to have one generated")
+		}
+		v, err := cf.client().RotateSecret(c.Context(), args[0], secret)
+		if err != nil {
+			return err
+		}
+		return cf.output(c, v, func(w *tabwriter.Writer) {
+			fmt.Fprintf(w, "secret:\t%s\n", esc(v.Secret))
+			if v.PreviousValidUntil != "" {
+				fmt.Fprintf(w, "previous secret also signs until:\t%s\n", esc(v.PreviousValidUntil))
+			}
+		})
+	}
+	return cmd
+}
+
+// esc makes a value from the server safe to print on a terminal.
+func esc(s string) string { return client.Escape(s) }
 
 func subDetail(w io.Writer, v httpapi.SubView) {
 	filters := make([]string, len(v.Filters))
@@ -628,7 +665,7 @@ func subDetail(w io.Writer, v httpapi.SubView) {
 		rows = append(rows, [2]string{"secret", v.Secret})
 	}
 	for _, r := range rows {
-		fmt.Fprintf(w, "%s:\t%s\n", r[0], r[1])
+		fmt.Fprintf(w, "%s:\t%s\n", r[0], esc(r[1]))
 	}
 }
 
@@ -659,7 +696,7 @@ func newTokenCmd(cf *clientFlags) *cobra.Command {
 			return cf.output(c, toks, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "ID\tNAME\tROLE\tRESELLER\tDOMAIN\tUSER\tCREATED")
 				for _, t := range toks {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Role, t.Reseller, t.Domain, t.User, t.Created)
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", esc(t.ID), esc(t.Name), esc(t.Role), esc(t.Reseller), esc(t.Domain), esc(t.User), esc(t.Created))
 				}
 			})
 		}}
@@ -695,14 +732,42 @@ func newStatusCmd(cf *clientFlags) *cobra.Command {
 				status[s.Status]++
 			}
 			out := map[string]any{"ready": ready, "leader": view.Leader, "nodes": view.Nodes, "subscriptions": len(subs), "by-status": status}
+			// This node's PBX sources; a node without the endpoint (older)
+			// shows none.
+			srcs, srcErr := cl.Sources(c.Context())
+			if srcErr == nil {
+				out["sources"] = srcs.Sources
+			}
 			return cf.output(c, out, func(w *tabwriter.Writer) {
 				fmt.Fprintf(w, "this node:\t%s\nleader:\t%s\nsubscriptions:\t%d %v\n\n", ready, view.Leader, len(subs), status)
 				fmt.Fprintln(w, "NODE\tHTTP\tRAFT\tROLE\tSUFFRAGE\tHEALTH\tSUBS")
 				for _, nd := range view.Nodes {
 					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", nd.ID, nd.HTTPAddr, nd.RaftAddr, nd.RaftRole, nd.Suffrage, nd.Health, nd.ActiveSub)
 				}
+				printSources(w, srcs, srcErr)
 			})
 		}}
+}
+
+// printSources adds this node's PBX sources to hookswitch status.
+func printSources(w io.Writer, v source.View, err error) {
+	fmt.Fprintln(w)
+	switch {
+	case err != nil:
+		fmt.Fprintf(w, "sources:\tunknown (%v)\n", err)
+		return
+	case len(v.Sources) == 0:
+		fmt.Fprintln(w, "sources:\thttp only")
+		return
+	}
+	fmt.Fprintln(w, "SOURCE\tCONNECTED\tCONNECTS\tREAD\tAPPENDED\tDROPPED\tERRORS\tLAST ERROR")
+	for _, s := range v.Sources {
+		last := s.LastError
+		if last != "" {
+			last = s.LastErrorTime + " " + last
+		}
+		fmt.Fprintf(w, "%s\t%v\t%d\t%d\t%d\t%d\t%d\t%s\n", s.Name, s.Connected, s.Connects, s.EventsRead, s.EventsAppended, s.EventsDropped, s.Errors, last)
+	}
 }
 
 // ---- cluster commands ----
@@ -968,4 +1033,125 @@ func newTLSCmd() *cobra.Command {
 	issue.Flags().IntVar(&days, "days", int(pki.DefaultNodeValidity/(24*time.Hour)), "validity in days")
 	cmd.AddCommand(initCmd, issue)
 	return cmd
+}
+
+// ---- snapshot ----
+
+// newSnapshotCmd is `hookswitch snapshot save|restore|show`: the replicated
+// state (subscriptions with their secrets, tokens, cursors, membership) to
+// and from a file (docs/backups.md).
+func newSnapshotCmd(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "snapshot", Short: "Save the cluster's state to a file, or restore it (super token)"}
+	save := &cobra.Command{Use: "save FILE", Short: "Write the replicated state to FILE (mode 0600: it holds every subscription's secret)", Args: cobra.ExactArgs(1)}
+	force := save.Flags().Bool("force", false, "overwrite FILE if it exists")
+	save.RunE = func(c *cobra.Command, args []string) error { return snapshotSave(c, cf, args[0], *force) }
+	restore := &cobra.Command{Use: "restore FILE", Short: "Replace the running cluster's subscriptions and tokens with FILE's", Args: cobra.ExactArgs(1)}
+	yes := restore.Flags().Bool("yes", false, "really replace every subscription and API token of the cluster")
+	restore.RunE = func(c *cobra.Command, args []string) error { return snapshotRestore(c, cf, args[0], *yes) }
+	show := &cobra.Command{Use: "show FILE", Short: "Check FILE and print its header (no secrets)", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			s, err := backup.ReadFile(args[0], nil)
+			if err != nil {
+				return err
+			}
+			return cf.output(c, s.Header, func(w *tabwriter.Writer) { printSnapshotHeader(w, s.Header) })
+		}}
+	cmd.AddCommand(save, restore, show)
+	return cmd
+}
+
+func printSnapshotHeader(w io.Writer, h backup.Header) {
+	fmt.Fprintf(w, "format:\t%s version %d\nsaved:\t%s by node %s (raft index %d)\nsubscriptions:\t%d\ntokens:\t%d\nnodes:\t%d\n",
+		h.Format, h.Version, time.UnixMilli(h.CreatedMs).UTC().Format(time.RFC3339), h.SourceNode, h.Applied, h.Subs, h.Tokens, h.Nodes)
+}
+
+// snapshotProgress prints "what done/total" on one line of w while a large
+// file is read (from 1000 records on).
+func snapshotProgress(w io.Writer, what string) backup.Progress {
+	return func(done, total int) {
+		if total < 1000 {
+			return
+		}
+		fmt.Fprintf(w, "\r%s %d/%d records", what, done, total)
+		if done == total {
+			fmt.Fprintln(w)
+		}
+	}
+}
+
+func snapshotSave(c *cobra.Command, cf *clientFlags, path string, force bool) error {
+	body, err := cf.client().Snapshot(c.Context())
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	h, err := backup.CopyToFile(path, body, force, snapshotProgress(c.ErrOrStderr(), "saving"))
+	if err != nil {
+		return err
+	}
+	if cf.json {
+		return cf.output(c, h, nil)
+	}
+	fmt.Fprintf(c.OutOrStdout(), "saved %d subscriptions, %d tokens and %d nodes to %s\n", h.Subs, h.Tokens, h.Nodes, path)
+	fmt.Fprintf(c.OutOrStdout(), "%s is mode 0600: it holds every subscription's secret. Keep it like a password.\n", path)
+	return nil
+}
+
+func snapshotRestore(c *cobra.Command, cf *clientFlags, path string, yes bool) error {
+	s, err := backup.ReadFile(path, snapshotProgress(c.ErrOrStderr(), "checking"))
+	if err != nil {
+		return err
+	}
+	h := s.Header
+	addr := cf.target0()
+	if !yes {
+		return fmt.Errorf("this replaces every subscription and API token of the cluster at %s with the %d subscriptions and %d tokens of %s (saved %s by %s); add --yes to go ahead",
+			addr, h.Subs, h.Tokens, path, time.UnixMilli(h.CreatedMs).UTC().Format(time.RFC3339), h.SourceNode)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	up := &uploadProgress{r: f, total: fi.Size(), w: c.ErrOrStderr()}
+	res, err := cf.client().RestoreSnapshot(c.Context(), up, fi.Size())
+	if err != nil {
+		return err
+	}
+	if cf.json {
+		return cf.output(c, res, nil)
+	}
+	fmt.Fprintf(c.OutOrStdout(), "restored %d subscriptions and %d tokens into the cluster at %s\n", res.Subs, res.Tokens, addr)
+	return nil
+}
+
+// uploadProgress reports, on w, how much of a file was sent (for files of
+// 1 MiB and more, at most every 5%).
+type uploadProgress struct {
+	r           io.Reader
+	w           io.Writer
+	total, sent int64
+	shown       int64
+	done        bool
+}
+
+func (u *uploadProgress) Read(p []byte) (int, error) {
+	n, err := u.r.Read(p)
+	u.sent += int64(n)
+	if u.total >= 1<<20 && !u.done {
+		pct := u.sent * 100 / u.total
+		if pct >= u.shown+5 || u.sent == u.total {
+			u.shown = pct
+			fmt.Fprintf(u.w, "\rsending %d/%d bytes (%d%%)", u.sent, u.total, pct)
+		}
+		if u.sent == u.total {
+			u.done = true
+			fmt.Fprintln(u.w, "\ncommitting through raft…")
+		}
+	}
+	return n, err
 }

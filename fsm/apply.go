@@ -59,6 +59,8 @@ func Apply(st *State, idx uint64, c Command) (Result, []Change) {
 		return applyReassign(st, c)
 	case *SetWaiting:
 		return applySetWaiting(st, c)
+	case *RestoreState:
+		return applyRestoreState(st, idx, c)
 	}
 	// Decode only produces the types above; reaching here is a programming
 	// error, not bad input.
@@ -74,6 +76,9 @@ func applyCreateSub(st *State, idx uint64, c *CreateSub) (Result, []Change) {
 			// The existing one comes back so the proposer can name it.
 			return Result{Err: ErrDuplicate, Sub: dup.Clone()}, nil
 		}
+	}
+	if c.MaxPerCreator > 0 && c.Sub.CreatedBy != "" && st.CountCreatedBy(c.Sub.CreatedBy) >= c.MaxPerCreator {
+		return Result{Err: ErrLimit}, nil
 	}
 	sub := c.Sub.Clone()
 	sub.Version = idx
@@ -94,6 +99,12 @@ func applyUpdateSub(st *State, idx uint64, c *UpdateSub) (Result, []Change) {
 		return Result{Err: ErrConflict}, nil
 	}
 	sub := cur.Clone()
+	if c.Spec.Secret != cur.Secret {
+		sub.PrevSecret, sub.PrevSecretUntilMs = "", 0
+		if c.SecretOverlapUntilMs > 0 {
+			sub.PrevSecret, sub.PrevSecretUntilMs = cur.Secret, c.SecretOverlapUntilMs
+		}
+	}
 	sub.SubSpec = c.Spec
 	sub.Filters = append([]Filter(nil), c.Spec.Filters...)
 	sub.Version = idx

@@ -31,6 +31,9 @@ const (
 	CmdRemoveNode   CommandType = 12
 	CmdReassign     CommandType = 13
 	CmdSetWaiting   CommandType = 14
+	// CmdRestoreState is not skippable: a node that skipped a restore
+	// would keep the subscriptions and tokens the others replaced.
+	CmdRestoreState CommandType = 15
 )
 
 func (t CommandType) String() string {
@@ -63,6 +66,8 @@ func (t CommandType) String() string {
 		return "reassign"
 	case CmdSetWaiting:
 		return "set-waiting"
+	case CmdRestoreState:
+		return "restore-state"
 	}
 	return fmt.Sprintf("command-%d", uint8(t))
 }
@@ -84,15 +89,23 @@ type Command interface {
 // and user. It is a field of the command, not a rule of the state, so that
 // replaying a log written before the rule existed (which may hold such
 // duplicates) gives the state it gave then.
+//
+// MaxPerCreator, when positive, is max-subs-per-token: the create fails
+// with ErrLimit when Sub.CreatedBy already created that many.
 type CreateSub struct {
-	Sub    Subscription `json:"sub"`
-	Unique bool         `json:"unique,omitempty"`
+	Sub           Subscription `json:"sub"`
+	Unique        bool         `json:"unique,omitempty"`
+	MaxPerCreator int          `json:"max-per-creator,omitempty"`
 }
 
 // UpdateSub replaces the writable fields of a subscription with Spec. When
 // ExpectVersion is non-zero the update applies only if the subscription's
 // Version still equals it (compare-and-set, so a merge computed by the
 // proposer never overwrites a concurrent change).
+//
+// When Spec changes the secret (a rotation), the old secret is kept as
+// PrevSecret until SecretOverlapUntilMs, stamped by the proposer (now +
+// secret-overlap); 0 drops it at once.
 type UpdateSub struct {
 	ID            string  `json:"id"`
 	Spec          SubSpec `json:"spec"`
@@ -107,6 +120,8 @@ type UpdateSub struct {
 	// CreateSub.Unique: replaying an older log gives the state it gave.
 	Home string `json:"home,omitempty"`
 	AtMs int64  `json:"at-ms"`
+
+	SecretOverlapUntilMs int64 `json:"secret-overlap-until-ms,omitempty"`
 }
 
 // DeleteSub removes a subscription.
@@ -214,6 +229,8 @@ func Decode(b []byte) (Command, error) {
 		c = &Reassign{}
 	case CmdSetWaiting:
 		c = &SetWaiting{}
+	case CmdRestoreState:
+		c = &RestoreState{}
 	default:
 		if b[0]&FlagSkippable != 0 {
 			return nil, fmt.Errorf("%w: type %d", ErrUnknownSkippable, uint8(t))

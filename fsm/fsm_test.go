@@ -511,7 +511,7 @@ func TestSnapshotRestoreGivesIdenticalState(t *testing.T) {
 }
 
 func TestResultWireKeepsSentinels(t *testing.T) {
-	for _, e := range []error{nil, ErrNotFound, ErrExists, ErrConflict, ErrDuplicate} {
+	for _, e := range []error{nil, ErrNotFound, ErrExists, ErrConflict, ErrDuplicate, ErrLimit} {
 		s := sub("a")
 		b, err := json.Marshal(Result{Err: e, Sub: &s})
 		if err != nil {

@@ -13,6 +13,9 @@ var (
 	// ErrDuplicate: a subscription with the same model, post-url,
 	// reseller, domain and user exists (CreateSub.Unique).
 	ErrDuplicate = errors.New("a subscription with the same parameters exists")
+	// ErrLimit: the creating token owns CreateSub.MaxPerCreator
+	// subscriptions already.
+	ErrLimit = errors.New("the token owns the most subscriptions it may")
 )
 
 // Filter selects events by one property, as in the websocket filter protocol.
@@ -95,6 +98,14 @@ type Subscription struct {
 	// FailingSinceMs is when the current streak of failed POSTs began (0
 	// when the last POST succeeded), so suspend-after survives failover.
 	FailingSinceMs int64 `json:"failing-since-ms,omitempty"`
+	// PrevSecret is the secret before the last rotation; POSTs carry its
+	// signature too until PrevSecretUntilMs (secret-overlap). It is kept
+	// after that time (apply is pure); the sender compares.
+	PrevSecret        string `json:"prev-secret,omitempty"`
+	PrevSecretUntilMs int64  `json:"prev-secret-until-ms,omitempty"`
+	// CreatedBy is the id of the token that created the subscription
+	// (max-subs-per-token counts by it).
+	CreatedBy string `json:"created-by,omitempty"`
 }
 
 // Cursor is how far a subscription has consumed one source node's log:
@@ -206,6 +217,17 @@ func (s *State) sameParameters(spec *SubSpec) *Subscription {
 	return found
 }
 
+// CountCreatedBy returns how many subscriptions the token tokenID created.
+func (s *State) CountCreatedBy(tokenID string) int {
+	n := 0
+	for _, sub := range s.Subs {
+		if sub.CreatedBy == tokenID {
+			n++
+		}
+	}
+	return n
+}
+
 // SortedTokens returns the tokens ordered by id.
 func (s *State) SortedTokens() []*Token {
 	out := make([]*Token, 0, len(s.Tokens))
@@ -231,7 +253,7 @@ func (sub *Subscription) Clone() *Subscription {
 
 // errorCodes name the sentinel errors on the wire, for results of writes
 // forwarded from a follower to the leader.
-var errorCodes = map[string]error{"not-found": ErrNotFound, "exists": ErrExists, "conflict": ErrConflict, "duplicate": ErrDuplicate}
+var errorCodes = map[string]error{"not-found": ErrNotFound, "exists": ErrExists, "conflict": ErrConflict, "duplicate": ErrDuplicate, "limit": ErrLimit}
 
 // ErrorCode returns the wire name of a sentinel error ("" for nil).
 func ErrorCode(err error) string {

@@ -53,6 +53,10 @@ func (s *Server) join(c echo.Context) error {
 	switch {
 	case !nodeIDPattern.MatchString(req.ID):
 		return fail(c, http.StatusBadRequest, "id", "must be a node id [A-Za-z0-9._-]{1,64}")
+	case !printable(req.RaftAddr):
+		return fail(c, http.StatusBadRequest, "raft-addr", notPrintable)
+	case !printable(req.HTTPAddr):
+		return fail(c, http.StatusBadRequest, "http-addr", notPrintable)
 	case req.RaftAddr == "":
 		return fail(c, http.StatusBadRequest, "raft-addr", "is required")
 	case req.HTTPAddr == "":

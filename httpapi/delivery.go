@@ -1,11 +1,8 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"time"
 
@@ -79,19 +76,4 @@ func (s *Server) replaySub(c echo.Context) error {
 		SubView
 		From string `json:"from"`
 	}{v, from.UTC().Format(time.RFC3339Nano)})
-}
-
-// strictJSON decodes one JSON object with no unknown fields and nothing
-// after it.
-func strictJSON(body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	// Only white space may follow (dec.More misses a stray ']' or '}').
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("data after the JSON object")
-	}
-	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
+	"github.com/hookswitch/hookswitch/dispatch/webhook"
 	"github.com/hookswitch/hookswitch/fsm"
 	"github.com/hookswitch/hookswitch/httpapi/ui"
 )
@@ -99,6 +100,17 @@ type Config struct {
 	IngestRate Rate
 	// SubStats serves GET /v1/subscriptions/{id}/stats (nil: 503).
 	SubStats SubStats
+
+	// PostURLGuard refuses, at create and update, a post-url whose host is
+	// a literal address the connect-time guard would refuse (the same
+	// rules: post-url-deny, post-url-allow); nil applies the defaults.
+	PostURLGuard *webhook.Guard
+	// SecretOverlap is how long after a rotation every POST carries the
+	// old secret's signature too; 0: none.
+	SecretOverlap time.Duration
+	// MaxSubsPerToken is max-subs-per-token: subscriptions one token other
+	// than a super token may create; 0: no limit.
+	MaxSubsPerToken int
 }
 
 // Server is hookswitch's HTTP API on echo.
@@ -149,6 +161,7 @@ func New(cfg Config, b Backend, in Internal) *Server {
 	subs.POST("/:id/pause", s.pauseSub(true), subMW...)
 	subs.POST("/:id/resume", s.pauseSub(false), subMW...)
 	subs.GET("/:id/secret", s.getSecret, subMW...)
+	subs.POST("/:id/secret/rotate", s.rotateSecret, subMW...)
 	subs.POST("/:id/replay", s.replaySub, subMW...)
 	subs.POST("/:id/test", s.testSub, subMW...)
 	subs.GET("/:id/stats", s.subStats, subMW...)

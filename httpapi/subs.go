@@ -167,6 +167,9 @@ func (s *Server) create(c echo.Context, fl flavor) error {
 	if fe := s.checkPinned(&sub.SubSpec, nil); fe != nil {
 		return failField(c, http.StatusBadRequest, in.named(fe))
 	}
+	if fe := s.guardPostURL(sub.PostURL); fe != nil {
+		return failField(c, http.StatusBadRequest, fe)
+	}
 	if sub.Secret == "" {
 		sub.Secret = NewSecret()
 	}
@@ -184,11 +187,18 @@ func (s *Server) create(c echo.Context, fl flavor) error {
 	// Unique: the (model, post-url, reseller, domain, user) rule is checked
 	// where creates are serialized, in the FSM, so two concurrent creates
 	// cannot both win.
-	res, err := s.b.Apply(c.Request().Context(), &fsm.CreateSub{Sub: *sub, Unique: true})
+	sub.CreatedBy = p.TokenID
+	cmd := &fsm.CreateSub{Sub: *sub, Unique: true}
+	if !isSuper(p) {
+		cmd.MaxPerCreator = s.cfg.MaxSubsPerToken
+	}
+	res, err := s.b.Apply(c.Request().Context(), cmd)
 	if err != nil {
 		return s.applyErr(c, err)
 	}
 	switch {
+	case errors.Is(res.Err, fsm.ErrLimit):
+		return s.tooManySubs(c)
 	case errors.Is(res.Err, fsm.ErrExists):
 		// A create retried after a lost answer (leadership moved) may find
 		// its own first attempt committed: that is a success.
@@ -325,6 +335,11 @@ func (s *Server) updateSub(c echo.Context, fl flavor, merge bool) error {
 		if fe := s.checkPinned(&spec, &cur.SubSpec); fe != nil {
 			return failField(c, http.StatusBadRequest, in.named(fe))
 		}
+		if spec.PostURL != cur.PostURL {
+			if fe := s.guardPostURL(spec.PostURL); fe != nil {
+				return failField(c, http.StatusBadRequest, fe)
+			}
+		}
 		cmd.Spec = spec
 		if spec.GeoSupport == geoNo {
 			// A pinned subscription follows its preferred server (else the
@@ -333,6 +348,7 @@ func (s *Server) updateSub(c echo.Context, fl flavor, merge bool) error {
 				cmd.Home = home
 			}
 		}
+		cmd.SecretOverlapUntilMs = s.overlapUntil(cmd.AtMs)
 		res, err := s.b.Apply(c.Request().Context(), cmd)
 		if err != nil {
 			return s.applyErr(c, err)

@@ -43,6 +43,11 @@ func (r *TokenRequest) check() *fieldError {
 	if len(r.Name) > maxTokenName {
 		return badField("name", "is longer than %d characters", maxTokenName)
 	}
+	for _, f := range []struct{ name, v string }{{"name", r.Name}, {"role", r.Role}, {"reseller", r.Reseller}, {"domain", r.Domain}, {"user", r.User}} {
+		if !printable(f.v) {
+			return badField(f.name, "%s", notPrintable)
+		}
+	}
 	need := map[string]bool{}
 	switch r.Role {
 	case fsm.RoleSuper, fsm.RoleIngest:

@@ -182,7 +182,7 @@ func TestClusterMutualTLS(t *testing.T) {
 	defer plain.Close()
 	var vresp raft.RequestVoteResponse
 	if err := plain.RequestVote("n1", raft.ServerAddress(n1.RaftAddr), &raft.RequestVoteRequest{
-		RPCHeader: raft.RPCHeader{ID: []byte("x"), Addr: []byte(plain.LocalAddr())}, Term: 1 << 40, Candidate: []byte(plain.LocalAddr()),
+		RPCHeader: raft.RPCHeader{ID: []byte("x"), Addr: []byte(plain.LocalAddr())}, Term: 1 << 40,
 	}, &vresp); err == nil {
 		t.Fatalf("a plaintext raft RequestVote was answered: %+v", vresp)
 	}

@@ -36,6 +36,11 @@ const (
 	DefaultShutdownTimeout = 15 * time.Second
 	// DefaultReadTimeout bounds the arrival of a request's headers and body.
 	DefaultReadTimeout = 10 * time.Second
+	// DefaultSecretOverlap is secret-overlap: how long after a rotation
+	// POSTs carry the old secret's signature too.
+	DefaultSecretOverlap = 24 * time.Hour
+	// DefaultMaxSubsPerToken is max-subs-per-token (0: no limit).
+	DefaultMaxSubsPerToken = 1000
 	// MinJoinTokenLen is the shortest join-token setting accepted.
 	MinJoinTokenLen = 16
 	// DefaultVoters is how many raft voters a cluster keeps at most
@@ -65,6 +70,10 @@ type Config struct {
 	// Voters is the most raft voters the cluster keeps (witnesses
 	// included); the leader's setting is the one that counts.
 	Voters int
+	// Restore is a snapshot file (`hookswitch snapshot save`) whose state
+	// a node bootstrapping a new cluster commits before it serves; only
+	// with Bootstrap and an empty data dir.
+	Restore string
 
 	ReportInterval       time.Duration
 	DownAfter            time.Duration
@@ -97,6 +106,14 @@ type Config struct {
 	IngestRate httpapi.Rate
 
 	ShutdownTimeout time.Duration
+
+	// Sources are the event sources (DESIGN.md "PBX sources"): "http"
+	// (always on) and kamailio:// and ami:// URLs (node/sources.go).
+	Sources []string
+	// SecretOverlap is secret-overlap; MaxSubsPerToken max-subs-per-token
+	// (super tokens are not limited; 0: no limit).
+	SecretOverlap   time.Duration
+	MaxSubsPerToken int
 }
 
 // Default returns a Config with DESIGN.md's defaults.
@@ -122,6 +139,9 @@ func Default() Config {
 		APIRate:              DefaultAPIRate,
 		IngestRate:           DefaultIngestRate,
 		Voters:               DefaultVoters,
+		Sources:              []string{DefaultSources},
+		SecretOverlap:        DefaultSecretOverlap,
+		MaxSubsPerToken:      DefaultMaxSubsPerToken,
 	}
 }
 
@@ -130,6 +150,9 @@ var ErrConfig = errors.New("invalid configuration")
 
 // Validate checks the settings against each other.
 func (c *Config) Validate() error {
+	if _, err := ParseSources(c.Sources); err != nil {
+		return err
+	}
 	switch {
 	case c.DataDir == "":
 		return fmt.Errorf("%w: data-dir is empty", ErrConfig)
@@ -145,6 +168,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: stable-after must not be negative", ErrConfig)
 	case c.Bootstrap && len(c.Join) > 0:
 		return fmt.Errorf("%w: --bootstrap and --join exclude each other", ErrConfig)
+	case c.Restore != "" && !c.Bootstrap:
+		return fmt.Errorf("%w: --restore needs --bootstrap: a snapshot file starts a new cluster (restore into a running one with `hookswitch snapshot restore`)", ErrConfig)
 	case c.NodeID != "" && !httpapi.ValidNodeID(c.NodeID):
 		return fmt.Errorf("%w: node-id %q: want 1 to 64 of A-Z a-z 0-9 . _ - (the API's rule; it becomes a file name on every peer)", ErrConfig, c.NodeID)
 	case c.TLSCert != "" && c.TLSKey == "":
@@ -163,6 +188,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: voters must be at least 1", ErrConfig)
 	case c.APIRate.PerSecond < 0 || c.APIRate.Burst < 0 || c.IngestRate.PerSecond < 0 || c.IngestRate.Burst < 0:
 		return fmt.Errorf("%w: rates must not be negative", ErrConfig)
+	case c.SecretOverlap < 0:
+		return fmt.Errorf("%w: secret-overlap must not be negative", ErrConfig)
+	case c.MaxSubsPerToken < 0:
+		return fmt.Errorf("%w: max-subs-per-token must not be negative (0: no limit)", ErrConfig)
 	}
 	return nil
 }

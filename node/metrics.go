@@ -46,5 +46,6 @@ func (n *Node) metricsHandler() http.Handler {
 		}
 		return 0
 	})
+	p.sources.register(reg)
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }

@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	rpprof "runtime/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"github.com/hookswitch/hookswitch/dispatch/source/peer"
 	"github.com/hookswitch/hookswitch/dispatch/stats"
 	"github.com/hookswitch/hookswitch/fsm"
+	"github.com/hookswitch/hookswitch/fsm/backup"
 	"github.com/hookswitch/hookswitch/httpapi"
 	"github.com/hookswitch/hookswitch/node/tlsnet"
 	"github.com/hookswitch/hookswitch/store"
@@ -108,6 +110,9 @@ type Node struct {
 	leaveOnce sync.Once
 	// fresh: this node started without raft state (new, or wiped).
 	fresh bool
+	// restoreSuper: --restore with a file that holds a super token (no
+	// root token is made).
+	restoreSuper bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -173,6 +178,13 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	if err := n.openStores(logger); err != nil {
 		return nil, err
 	}
+	var restore *backup.Snapshot // --restore: read and checked before anything is bootstrapped
+	if cfg.Restore != "" {
+		if restore, err = n.readRestoreFile(); err != nil {
+			return nil, err
+		}
+		n.restoreSuper = hasSuperToken(restore)
+	}
 	if n.nodeToken, err = readOrCreateSecret(filepath.Join(cfg.DataDir, NodeTokenFile)); err != nil {
 		return nil, err
 	}
@@ -184,9 +196,16 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	if err := n.startRaft(); err != nil {
 		return nil, err
 	}
+	if restore != nil {
+		if err := n.seedFromSnapshot(restore); err != nil {
+			return nil, err
+		}
+	}
 	n.api = httpapi.New(httpapi.Config{
 		Version: version, IngestAllow: cfg.IngestAllow, Logger: logger, Tester: n,
 		MutualTLS: certs.Mutual(), APIRate: cfg.APIRate, IngestRate: cfg.IngestRate, SubStats: n,
+		PostURLGuard:  cfg.postURLGuard(),
+		SecretOverlap: cfg.SecretOverlap, MaxSubsPerToken: cfg.MaxSubsPerToken,
 	}, n, n)
 	ingest := httpsource.New(httpsource.Options{Log: n.pipe.events, Authorize: n.api.AuthorizeIngest, Logger: logger})
 	n.api.Mount(http.MethodPost, "/v1/events", n.api.LimitIngest(ingest))
@@ -197,6 +216,8 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 	n.api.MountInternal(http.MethodGet, "/internal/v1/log", peer.Handler(n.pipe.events, logger))
 	n.api.MountInternal(http.MethodGet, subStatsPath, n.internalSubStats())
 	n.api.MountLocal(http.MethodGet, "/metrics", n.metricsHandler())
+	n.api.MountSnapshot(n) // GET /v1/snapshot, POST /v1/snapshot/restore: snapshot.go
+	n.api.MountLocal(http.MethodGet, SourcesPath, n.pipe.sources.handler(n.id))
 	// Profiles, for the same callers as /metrics.
 	n.api.MountLocal(http.MethodGet, "/debug/pprof/*", http.HandlerFunc(pprof.Index))
 	n.api.MountLocal(http.MethodGet, "/debug/pprof/profile", http.HandlerFunc(pprof.Profile))
@@ -309,6 +330,11 @@ func (n *Node) startRaft() error {
 		n.transport.Close()
 		return fmt.Errorf("node: raft state: %w", err)
 	}
+	if n.cfg.Restore != "" && (hasState || n.fsm.Applied() > 0) {
+		n.transport.Close()
+		return fmt.Errorf("%w: data dir %s already holds a cluster's state; --restore only starts a new cluster in an empty data dir (restore into a running cluster with `hookswitch snapshot restore`)",
+			ErrRestoreRefused, n.cfg.DataDir)
+	}
 	n.raft, err = raft.NewRaft(rc, n.fsm, rs.Bolt, rs.Bolt, rs.Snapshots, n.transport)
 	if err != nil {
 		n.transport.Close()
@@ -317,9 +343,13 @@ func (n *Node) startRaft() error {
 	if n.cfg.Bootstrap && !hasState {
 		// The root token file is written before the cluster exists, so a
 		// crash between the two cannot leave a cluster nobody can manage:
-		// the leader loop commits it once this node leads.
+		// the leader loop commits it once this node leads. A cluster
+		// restored from a snapshot with a super token is managed with the
+		// saved cluster's tokens instead.
 		path := filepath.Join(n.cfg.DataDir, RootTokenFile)
-		if n.RootToken, err = readOrCreateSecret(path); err != nil {
+		if n.restoreSuper {
+			path = "(none: the snapshot's tokens)"
+		} else if n.RootToken, err = readOrCreateSecret(path); err != nil {
 			return err
 		}
 		cfg := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: n.transport.LocalAddr()}}}
@@ -550,12 +580,22 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.pipe = nil
 	n.cancel()
 	if n.raft.State() == raft.Leader && n.voters() > 1 {
-		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+		if err := waitFuture(ctx, n.raft.LeadershipTransfer()); err != nil {
 			n.log.Warn("leadership transfer failed", "err", err)
 		}
 	}
-	if err := n.raft.Shutdown().Error(); err != nil {
-		errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
+	// Raft always shuts down, whatever is left of ctx (its files and the
+	// stores must be closed), but not forever.
+	rctx, rcancel := context.WithTimeout(context.Background(), raftShutdownTimeout)
+	defer rcancel()
+	if err := waitFuture(rctx, n.raft.Shutdown()); err != nil {
+		// Raft's main loop is stuck (seen when a node gains leadership
+		// while its peers stop too, on a busy machine). Its files are
+		// consistent at every write, as after a crash: leave without it
+		// rather than hang past the deadline (systemd would kill us).
+		n.log.Error("raft did not shut down before the deadline; stopping without it (goroutines follow on stderr)", "err", err)
+		_ = rpprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+		return errors.Join(append(errs, fmt.Errorf("raft shutdown: %w", err))...)
 	}
 	n.wg.Wait()
 	if err := n.transport.Close(); err != nil {
@@ -564,6 +604,21 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.closeStores()
 	n.log.Info("node stopped")
 	return errors.Join(errs...)
+}
+
+// raftShutdownTimeout bounds raft's own shutdown in Shutdown.
+const raftShutdownTimeout = 10 * time.Second
+
+// waitFuture waits for a raft future, or until ctx is done.
+func waitFuture(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (n *Node) voters() int {

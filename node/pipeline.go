@@ -37,6 +37,8 @@ type pipeline struct {
 	wsHub  *hub.Hub // websocket fan-out
 
 	mesh *mesh
+	// sources are the PBX sources (sources.go), appending to events.
+	sources *sourceSet
 
 	stopEngine, stopLoops context.CancelFunc
 	engineWG, loopsWG     sync.WaitGroup
@@ -87,7 +89,7 @@ func newPipeline(n *Node, version string, logger *slog.Logger) (*pipeline, error
 	}
 	poster := webhook.NewPoster(webhook.PosterOptions{
 		Version: version,
-		Guard:   webhook.NewGuard(toPrefixes(n.cfg.PostURLDeny), toPrefixes(n.cfg.PostURLAllow)),
+		Guard:   n.cfg.postURLGuard(),
 		Logger:  logger,
 	})
 	postsCtx, abortPosts := context.WithCancel(context.Background())
@@ -102,6 +104,8 @@ func newPipeline(n *Node, version string, logger *slog.Logger) (*pipeline, error
 		renewed: make(chan struct{}), abortPosts: abortPosts,
 	}
 	p.mesh = newMesh(p)
+	specs, _ := ParseSources(n.cfg.Sources) // checked by Config.Validate
+	p.sources = newSourceSet(specs, events, logger)
 	if err := p.mesh.openExisting(); err != nil {
 		abortPosts()
 		p.mesh.close()
@@ -125,6 +129,7 @@ func (p *pipeline) start() {
 	go func() { defer p.loopsWG.Done(); p.syncLoop(lctx) }()
 	go func() { defer p.loopsWG.Done(); p.reportLoop(lctx) }()
 	go func() { defer p.loopsWG.Done(); p.trimLoop(lctx) }()
+	p.sources.start()
 }
 
 // stop ends delivery, stops the loops, commits a final report while raft
@@ -132,6 +137,7 @@ func (p *pipeline) start() {
 // until ctx is done: then they are cancelled, their events count as not
 // delivered, and the final report's cursors stay before them.
 func (p *pipeline) stop(ctx context.Context, report bool) error {
+	p.sources.stop() // no new events from the PBX; what they queued is appended
 	p.stopEngine()
 	unwatch := context.AfterFunc(ctx, p.abortPosts)
 	p.engineWG.Wait()
@@ -229,6 +235,7 @@ func engineSub(s *fsm.Subscription) engine.Sub {
 		Target: webhook.Target{
 			SubID: s.ID, URL: s.PostURL, Secret: s.Secret, Encoding: s.Encoding,
 			BatchMax: s.BatchMax, Timeout: time.Duration(s.TimeoutMs) * time.Millisecond,
+			OldSecret: s.PrevSecret, OldSecretUntil: time.UnixMilli(s.PrevSecretUntilMs),
 		},
 		Generation: s.Generation,
 		StartMs:    s.StartMs,
@@ -272,13 +279,22 @@ func (p *pipeline) reportLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			rctx, cancel := context.WithTimeout(ctx, p.n.cfg.ReportInterval*4)
+			rctx, cancel := context.WithTimeout(ctx, p.reportTimeout())
 			if err := p.report(rctx); err != nil && ctx.Err() == nil {
 				p.log.Warn("node report not committed; it will be sent again", "err", err)
 			}
 			cancel()
 		}
 	}
+}
+
+// reportTimeout bounds one attempt to commit a report: four report
+// intervals, and never less than a lease. On a busy machine a commit can
+// take longer than a few report intervals; cutting the wait short does not
+// stop the commit, it only sends the same report again and loads raft
+// further, while a report that commits within a lease still renews it.
+func (p *pipeline) reportTimeout() time.Duration {
+	return max(p.n.cfg.ReportInterval*4, p.n.cfg.Lease)
 }
 
 // finalReport commits what the last report did not carry, on shutdown.
@@ -505,4 +521,11 @@ func (n *Node) TestDelivery(ctx context.Context, sub *fsm.Subscription) httpapi.
 func jsonString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// postURLGuard is the post-url guard of post-url-deny and post-url-allow:
+// the one set of rules for the connect-time check (the poster) and the
+// literal-address check at create (the API).
+func (c *Config) postURLGuard() *webhook.Guard {
+	return webhook.NewGuard(toPrefixes(c.PostURLDeny), toPrefixes(c.PostURLAllow))
 }

@@ -125,3 +125,111 @@ func TestParsePrefixes(t *testing.T) {
 		t.Fatalf("empty list = %v %v", p, err)
 	}
 }
+
+// TestGuardCheckHost: every spelling of a link-local or metadata literal is
+// refused at create, names are left to the connect-time check, and the
+// configured lists are honoured.
+func TestGuardCheckHost(t *testing.T) {
+	tests := []struct {
+		host    string
+		deny    string
+		allow   string
+		refused bool
+	}{
+		{"169.254.169.254", "", "", true},
+		{"169.254.169.254.", "", "", true},
+		{"169.254.169.254..", "", "", true},
+		{"169.254.1.1", "", "", true},
+		{"[fe80::1]", "", "", true},
+		{"fe80::1", "", "", true},
+		{"fe80::1%eth0", "", "", true},
+		{"[fe80::1%25eth0]", "", "", true},
+		{"febf::1", "", "", true},
+		{"fd00:ec2::254", "", "", true},
+		{"[fd00:ec2::254]", "", "", true},
+		{"::ffff:169.254.169.254", "", "", true},
+		{"[::ffff:a9fe:a9fe]", "", "", true},
+		{"0:0:0:0:0:ffff:a9fe:a9fe", "", "", true},
+		{"::169.254.169.254", "", "", true},
+		{"64:ff9b::169.254.169.254", "", "", true},
+		{"0xA9FEA9FE", "", "", true},
+		{"0xa9fea9fe", "", "", true},
+		{"2852039166", "", "", true},
+		{"2852039166.", "", "", true},
+		{"0251.0376.0251.0376", "", "", true},
+		{"0xa9.0xfe.0xa9.0xfe", "", "", true},
+		{"169.254.43518", "", "", true},
+		{"169.16689662", "", "", true},
+		{"0251.0376.0251.0376.", "", "", true},
+		// Allowed: loopback, private, public, names, not-quite-numbers.
+		{"127.0.0.1", "", "", false},
+		{"2130706433", "", "", false},
+		{"::1", "", "", false},
+		{"10.0.0.1", "", "", false},
+		{"crm.example.com", "", "", false},
+		{"crm.example.com.", "", "", false},
+		{"metadata.google.internal", "", "", false}, // a name: checked at connect time
+		{"0xZZ", "", "", false},
+		{"1.2.3.4.5", "", "", false},
+		{"4294967296", "", "", false}, // too large for an address: a name
+		{"0378.1.1.1", "", "", false}, // 8 is no octal digit: a name
+		// The settings.
+		{"169.254.169.254", "", "169.254.169.254", false},
+		{"0xA9FEA9FE", "", "169.254.0.0/16", false},
+		{"10.0.0.1", "10.0.0.0/8", "", true},
+		{"012.0.0.1", "10.0.0.0/8", "", true},
+		{"::ffff:10.0.0.1", "10.0.0.0/8", "", true},
+	}
+	for _, tt := range tests {
+		g := NewGuard(mustPrefixes(t, tt.deny), mustPrefixes(t, tt.allow))
+		err := g.CheckHost(tt.host)
+		if got := err != nil; got != tt.refused {
+			t.Errorf("CheckHost(%q) deny=%q allow=%q: %v, want refused=%v", tt.host, tt.deny, tt.allow, err, tt.refused)
+		}
+		if err != nil && !errors.Is(err, ErrRefused) {
+			t.Errorf("CheckHost(%q): %v does not wrap ErrRefused", tt.host, err)
+		}
+	}
+}
+
+func TestParseInetAton(t *testing.T) {
+	for in, want := range map[string]string{
+		"2852039166": "169.254.169.254", "0xA9FEA9FE": "169.254.169.254", "0251.0376.0251.0376": "169.254.169.254",
+		"127.1": "127.0.0.1", "10.1.2": "10.1.0.2", "0": "0.0.0.0", "0x7f.1": "127.0.0.1",
+	} {
+		got, ok := parseInetAton(in)
+		if !ok || got.String() != want {
+			t.Errorf("parseInetAton(%q) = %v, %v; want %s", in, got, ok, want)
+		}
+	}
+	for _, in := range []string{"", "a.b", "256.1.1.1", "1.2.3.256", "1.2.65536", "08", "1..2", "0x1ffffffff"} {
+		if got, ok := parseInetAton(in); ok {
+			t.Errorf("parseInetAton(%q) = %v, want no address", in, got)
+		}
+	}
+}
+
+// FuzzCheckHost: no panic, and whatever spelling of a host the guard
+// reads as an address, the address refused by default is exactly the one
+// the plain check refuses.
+func FuzzCheckHost(f *testing.F) {
+	for _, s := range []string{"169.254.169.254", "0xA9FEA9FE", "2852039166", "[fe80::1%25x]", "::ffff:a9fe:a9fe", "a.b", "1.2.3.4.", "0x", "00", ".", "[]"} {
+		f.Add(s)
+	}
+	g := NewGuard(nil, nil)
+	f.Fuzz(func(t *testing.T, host string) {
+		err := g.CheckHost(host)
+		refusedAny := false
+		for _, a := range LiteralAddrs(host) {
+			if !a.IsValid() {
+				t.Fatalf("LiteralAddrs(%q) has an invalid address", host)
+			}
+			if g.Check(a) != nil {
+				refusedAny = true
+			}
+		}
+		if (err != nil) != refusedAny {
+			t.Fatalf("CheckHost(%q) = %v, but the addresses' checks say refused=%v", host, err, refusedAny)
+		}
+	})
+}

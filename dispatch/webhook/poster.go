@@ -46,6 +46,10 @@ type Target struct {
 	Encoding string // json-array (default) | json | form
 	BatchMax int    // events per POST for json-array; 0 = DefaultBatchMax
 	Timeout  time.Duration
+	// OldSecret, until OldSecretUntil, is the secret before the last
+	// rotation: every POST carries its signature too (secret-overlap).
+	OldSecret      string
+	OldSecretUntil time.Time
 }
 
 // Result is the outcome of one POST attempt. Err is nil exactly when the
@@ -149,7 +153,7 @@ func (p *Poster) Post(ctx context.Context, t Target, msgID string, body []byte, 
 	defer cancel()
 
 	now := p.now()
-	sig, err := Sign(t.Secret, msgID, now, body)
+	sig, err := SignAll(t.secrets(now), msgID, now, body)
 	if err != nil {
 		return Result{Err: err}
 	}

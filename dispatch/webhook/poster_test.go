@@ -354,3 +354,49 @@ func TestPostCancelled(t *testing.T) {
 		t.Fatal("Post did not return after cancel")
 	}
 }
+
+// TestPostRotationOverlap: during the overlap a POST carries both
+// signatures, space-separated, and a receiver that knows either secret
+// verifies it (the official library); after it, only the new one.
+func TestPostRotationOverlap(t *testing.T) {
+	rc := newReceiver(t, nil)
+	oldSecret, newSecret := NewSecret(), NewSecret()
+	now := time.Now()
+	p := newTestPoster(PosterOptions{Now: func() time.Time { return now }})
+	body := []byte(`[{"model":"call"}]`)
+	for _, tt := range []struct {
+		name     string
+		until    time.Time
+		sigs     int
+		oldValid bool
+	}{
+		{"within the overlap", now.Add(time.Hour), 2, true},
+		{"overlap over", now.Add(-time.Second), 1, false},
+		{"no previous secret", time.Time{}, 1, false},
+	} {
+		tgt := Target{SubID: "s", URL: rc.URL + "/hook", Secret: newSecret, OldSecretUntil: tt.until}
+		if !tt.until.IsZero() {
+			tgt.OldSecret = oldSecret
+		}
+		if r := p.Post(context.Background(), tgt, "msg_rot", body, ContentTypeJSON); !r.OK() {
+			t.Fatalf("%s: Post = %+v", tt.name, r)
+		}
+		got := rc.next(t)
+		sig := got.header.Get(HeaderWebhookSignature)
+		if n := len(strings.Fields(sig)); n != tt.sigs {
+			t.Errorf("%s: %d signatures in %q, want %d", tt.name, n, sig, tt.sigs)
+		}
+		for _, c := range []struct {
+			secret string
+			valid  bool
+		}{{newSecret, true}, {oldSecret, tt.oldValid}, {NewSecret(), false}} {
+			wh, err := standardwebhooks.NewWebhook(c.secret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := wh.VerifyIgnoringTimestamp(got.body, got.header); (err == nil) != c.valid {
+				t.Errorf("%s: verify with a secret (want valid=%v): %v", tt.name, c.valid, err)
+			}
+		}
+	}
+}

@@ -44,6 +44,10 @@ func ValidateSecret(secret string) error {
 	if !strings.HasPrefix(secret, SecretPrefix) {
 		return fmt.Errorf("%w: must start with %q", ErrBadSecret, SecretPrefix)
 	}
+	// base64's decoder skips line breaks; a secret has none.
+	if strings.ContainsAny(secret, "\r\n") {
+		return fmt.Errorf("%w: has a line break", ErrBadSecret)
+	}
 	key, err := decodeSecret(secret)
 	if err != nil {
 		return err
@@ -80,4 +84,32 @@ func Sign(secret, msgID string, ts time.Time, body []byte) (string, error) {
 	mac.Write([]byte{'.'})
 	mac.Write(body)
 	return signatureVersion + "," + base64.StdEncoding.EncodeToString(mac.Sum(nil)), nil
+}
+
+// SignAll returns the webhook-signature header value for one attempt signed
+// with each of secrets, space-separated as Standard Webhooks specifies for
+// a rotation ("v1,<new> v1,<old>"): a receiver that knows either secret
+// verifies it.
+func SignAll(secrets []string, msgID string, ts time.Time, body []byte) (string, error) {
+	sigs := make([]string, 0, len(secrets))
+	for _, s := range secrets {
+		sig, err := Sign(s, msgID, ts, body)
+		if err != nil {
+			return "", err
+		}
+		sigs = append(sigs, sig)
+	}
+	if len(sigs) == 0 {
+		return "", fmt.Errorf("%w: none given", ErrBadSecret)
+	}
+	return strings.Join(sigs, " "), nil
+}
+
+// secrets returns the secrets a POST to t at now is signed with: its
+// secret, and its previous one while the rotation's overlap lasts.
+func (t *Target) secrets(now time.Time) []string {
+	if t.OldSecret != "" && t.OldSecret != t.Secret && now.Before(t.OldSecretUntil) {
+		return []string{t.Secret, t.OldSecret}
+	}
+	return []string{t.Secret}
 }

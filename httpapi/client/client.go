@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hookswitch/hookswitch/dispatch/source"
 	"github.com/hookswitch/hookswitch/httpapi"
 )
 
@@ -98,9 +99,9 @@ type Error struct {
 
 func (e *Error) Error() string {
 	if e.Field != "" {
-		return fmt.Sprintf("%d %s: %s: %s", e.Status, http.StatusText(e.Status), e.Field, e.Message)
+		return fmt.Sprintf("%d %s: %s: %s", e.Status, http.StatusText(e.Status), Escape(e.Field), Escape(e.Message))
 	}
-	return fmt.Sprintf("%d %s: %s", e.Status, http.StatusText(e.Status), e.Message)
+	return fmt.Sprintf("%d %s: %s", e.Status, http.StatusText(e.Status), Escape(e.Message))
 }
 
 // StatusOf returns the HTTP status of an API error, 0 for other errors.
@@ -226,6 +227,19 @@ func (c *Client) Secret(ctx context.Context, id string) (string, error) {
 	return v.Secret, err
 }
 
+// RotateSecret rotates a subscription's signing secret (POST
+// /v1/subscriptions/{id}/secret/rotate): to secret, or to a generated one
+// when secret is "". For secret-overlap, POSTs carry both signatures.
+func (c *Client) RotateSecret(ctx context.Context, id, secret string) (httpapi.RotateResponse, error) {
+	var body any
+	if secret != "" {
+		body = map[string]string{"secret": secret}
+	}
+	var v httpapi.RotateResponse
+	err := c.Do(ctx, http.MethodPost, subPath(id, "/secret/rotate"), body, &v)
+	return v, err
+}
+
 // CreateToken creates an API token; the answer carries the token string.
 func (c *Client) CreateToken(ctx context.Context, r httpapi.TokenRequest) (httpapi.TokenView, error) {
 	var v httpapi.TokenView
@@ -315,4 +329,12 @@ func (c *Client) Drain(ctx context.Context, node string, drain bool) error {
 // RemoveNode removes a node from the cluster.
 func (c *Client) RemoveNode(ctx context.Context, node string) error {
 	return c.Do(ctx, http.MethodDelete, "/v1/cluster/nodes/"+url.PathEscape(node), nil, nil)
+}
+
+// Sources returns the PBX sources of the node the client talks to (GET
+// /v1/cluster/self/sources: loopback callers or a super token).
+func (c *Client) Sources(ctx context.Context) (source.View, error) {
+	var v source.View
+	err := c.Do(ctx, http.MethodGet, source.ViewPath, nil, &v)
+	return v, err
 }

@@ -56,6 +56,11 @@ type Options struct {
 	// default stable-after of 60s it would take a minute); StartCluster
 	// still waits until every node is up.
 	NoWaitStable bool
+	// Restore, when set, is a snapshot file n1 bootstraps the cluster
+	// from (`agent --bootstrap --restore`); Root must then be a super
+	// token of the saved cluster (no root-token file is written).
+	Restore string
+	Root    string
 }
 
 // Cluster is a cluster of agent processes: node i is "n<i+1>"; n1
@@ -124,8 +129,15 @@ func StartCluster(t TB, o Options) *Cluster {
 	t.Cleanup(cl.stopAll)
 	first := cl.Nodes[0]
 	first.args = first.agentArgs("--bootstrap")
+	if o.Restore != "" {
+		first.args = first.agentArgs("--bootstrap", "--restore", o.Restore)
+	}
 	first.Start()
-	cl.Root = first.readRootToken()
+	if o.Root != "" {
+		cl.Root = o.Root
+	} else {
+		cl.Root = first.readRootToken()
+	}
 	if b, err := os.ReadFile(filepath.Join(first.DataDir, "join-token")); err == nil {
 		cl.joinToken = strings.TrimSpace(string(b))
 	}
@@ -436,8 +448,13 @@ func (cl *Cluster) WaitAllUp() {
 			}
 		}
 		return true, "", ""
-	}, FormTimeout)
+	}, UpTimeout)
 }
+
+// UpTimeout bounds WaitAllUp: a restarted node rejoins, catches up and
+// commits a report. Beside stress-ng on two cores an election or two can
+// come first, so it is longer than a start on a quiet machine needs.
+const UpTimeout = time.Minute
 
 // Leader returns the node that all the given nodes (default: every
 // running node) agree leads, waiting up to 10s until they agree on one of
