@@ -102,6 +102,7 @@ func newAgentCmd() *cobra.Command {
 	f.String("join", "", "comma-separated HTTP addresses of cluster members to join")
 	f.Bool("witness", false, "vote in raft but never send subscriptions")
 	f.String("restore", "", "with --bootstrap, in an empty data dir: start the new cluster with the state of this snapshot file (`hookswitch snapshot save`)")
+	f.Int("voters", d.Voters, "raft voters at most (witnesses count); further nodes join as non-voters")
 	f.Duration("report-interval", d.ReportInterval, "node report period")
 	f.Duration("down-after", d.DownAfter, "no committed report for this long: node down")
 	f.Duration("stable-after", d.StableAfter, "continuously up this long: node stable")
@@ -214,6 +215,7 @@ func agentConfig(fs *pflag.FlagSet) (node.Config, error) {
 	}
 	cfg.Witness = boolean("witness")
 	cfg.Restore = str("restore")
+	cfg.Voters, _ = fs.GetInt("voters")
 	cfg.ReportInterval = dur("report-interval")
 	cfg.DownAfter = dur("down-after")
 	cfg.StableAfter = dur("stable-after")

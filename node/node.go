@@ -102,6 +102,10 @@ type Node struct {
 	// this node did not bootstrap the cluster now).
 	RootToken string
 
+	// membershipMu serialises this leader's raft membership changes that
+	// depend on the voter count: joins and autopilot's (voters.go).
+	membershipMu sync.Mutex
+
 	left      chan struct{}
 	leaveOnce sync.Once
 	// fresh: this node started without raft state (new, or wiped).

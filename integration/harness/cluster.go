@@ -77,8 +77,8 @@ type Cluster struct {
 }
 
 // StartCluster starts o.Nodes nodes (n1 with --bootstrap, the others with
-// --join n1), waits until every node sees all of them as up voters with a
-// leader, and (unless o.NoWaitStable) all stable, and that `hookswitch
+// --join n1), waits until every node sees all of them as up members (voters,
+// and non-voters past the voters setting) with a leader, and (unless o.NoWaitStable) all stable, and that `hookswitch
 // members` lists them all up. If n1's data dir holds a join-token file
 // after it starts, the joining nodes get it in HOOKSWITCH_JOIN_TOKEN. At
 // the end of the test every node is thawed and stopped (all at once, so
@@ -343,7 +343,11 @@ func IsOneOf(nodes ...*Node) func(id string) bool {
 func Summary(v httpapi.ClusterView) string {
 	parts := []string{"leader=" + v.Leader}
 	for _, n := range v.Nodes {
-		parts = append(parts, fmt.Sprintf("%s(%s %s stable=%v draining=%v subs=%d)", n.ID, n.RaftRole, n.Health, n.Stable, n.Draining, n.ActiveSub))
+		role := n.RaftRole
+		if n.Suffrage != "voter" {
+			role += " " + n.Suffrage
+		}
+		parts = append(parts, fmt.Sprintf("%s(%s %s stable=%v draining=%v subs=%d)", n.ID, role, n.Health, n.Stable, n.Draining, n.ActiveSub))
 	}
 	return strings.Join(parts, " ")
 }
@@ -382,9 +386,16 @@ func (cl *Cluster) Summary() string {
 	return Summary(v)
 }
 
+// member says whether a node of a cluster view is in the raft
+// configuration: a voter, or a non-voter beyond the voters setting.
+func member(n httpapi.NodeView) bool {
+	return n.Suffrage == "voter" || n.Suffrage == "nonvoter"
+}
+
 // WaitMembers waits until the cluster, as seen by every given node, has
-// exactly the given nodes as voters, all up, and a leader among them; it
-// returns the last view.
+// exactly the given nodes as members (voters, or non-voters beyond the
+// voters setting), all up, and a leader among them; it returns the last
+// view.
 func (cl *Cluster) WaitMembers(timeout time.Duration, members ...*Node) httpapi.ClusterView {
 	cl.t.Helper()
 	want := map[string]bool{}
@@ -404,7 +415,7 @@ func (cl *Cluster) WaitMembers(timeout time.Duration, members ...*Node) httpapi.
 				return false, expect, nd.ID + " sees " + Summary(v)
 			}
 			for _, n := range v.Nodes {
-				if !want[n.ID] || n.Health != "up" || n.Suffrage != "voter" {
+				if !want[n.ID] || n.Health != "up" || !member(n) {
 					return false, expect, nd.ID + " sees " + Summary(v)
 				}
 			}
@@ -415,7 +426,7 @@ func (cl *Cluster) WaitMembers(timeout time.Duration, members ...*Node) httpapi.
 }
 
 // WaitAllUp waits (up to FormTimeout) until every running node sees every
-// node of the cluster as an up voter, with a leader.
+// node of the cluster as an up member, with a leader.
 func (cl *Cluster) WaitAllUp() {
 	cl.t.Helper()
 	n := len(cl.Nodes)
@@ -428,7 +439,7 @@ func (cl *Cluster) WaitAllUp() {
 			}
 			up := 0
 			for _, m := range v.Nodes {
-				if m.Health == "up" && m.Suffrage == "voter" {
+				if m.Health == "up" && member(m) {
 					up++
 				}
 			}
