@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -484,13 +485,17 @@ func (cl *Cluster) Leader(among ...*Node) *Node {
 }
 
 // FreePorts returns n distinct TCP ports that were free on host a moment
-// ago. It holds all n listeners before closing any, so the ports differ
-// from each other.
+// ago. They are taken below the kernel's ephemeral range
+// (/proc/sys/net/ipv4/ip_local_port_range): nodes dial each other from
+// their advertised address, so an outgoing connection's ephemeral port
+// could otherwise be one a stopped node needs again when it restarts on
+// the same ports (a crash loop restarts on the same ports).
 func FreePorts(t TB, host string, n int) []int {
 	t.Helper()
 	if host == "" {
 		host = "127.0.0.1"
 	}
+	lo, hi := portsBelowEphemeral()
 	ports := make([]int, 0, n)
 	var lns []net.Listener
 	defer func() {
@@ -498,15 +503,38 @@ func FreePorts(t TB, host string, n int) []int {
 			ln.Close()
 		}
 	}()
-	for range n {
-		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	seen := map[int]bool{}
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 100*n {
+			t.Fatalf("no %d free ports on %s in %d-%d", n, host, lo, hi)
+		}
+		p := lo + rand.IntN(hi-lo)
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(p)))
 		if err != nil {
-			t.Fatalf("free port on %s: %v", host, err)
+			continue // taken
 		}
 		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+		ports = append(ports, p)
 	}
 	return ports
+}
+
+// portsBelowEphemeral is the range FreePorts picks from: from 10000 up to
+// the start of the ephemeral range.
+func portsBelowEphemeral() (lo, hi int) {
+	lo, hi = 10000, 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > lo+1000 {
+				hi = v
+			}
+		}
+	}
+	return lo, hi
 }
 
 // Timings are the cluster's timing settings.
