@@ -339,6 +339,20 @@ func TestDashboard(t *testing.T) {
 	b.wait("the creation message gone", `document.querySelector('#new-sub-result').textContent === '' && document.querySelector('#new-sub').hidden`)
 	b.screenshot("subscriptions")
 
+	// Rotate the signing secret: the new one is shown once, and it is
+	// the one the API now serves.
+	oldSecret, err := root.Secret(ctx, subA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.run("rotate the secret", chromedp.Click(chromedp.CSS("#a-rotate")))
+	b.wait("a new secret shown", `document.querySelector('#a-result').textContent.includes('whsec_')`)
+	newSecret, err := root.Secret(ctx, subA)
+	if err != nil || newSecret == oldSecret {
+		t.Fatalf("after rotating in the dashboard: secret changed %v, %v", newSecret != oldSecret, err)
+	}
+	b.wait("the shown secret is the new one", `document.querySelector('#a-result').textContent.includes(`+jsString(newSecret)+`)`)
+
 	// Pause: the status changes, in words.
 	b.run("pause", chromedp.Click(chromedp.CSS("#a-pause")))
 	b.wait("the status paused", rowA+`.querySelector('.status').textContent.includes('paused')`)

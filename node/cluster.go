@@ -128,6 +128,10 @@ func (n *Node) Join(ctx context.Context, req httpapi.JoinRequest, presented stri
 	if err := n.checkJoinToken(presented); err != nil {
 		return err
 	}
+	// The voter count and the change that depends on it are not
+	// interleaved with another join or a promotion.
+	n.membershipMu.Lock()
+	defer n.membershipMu.Unlock()
 	cf := n.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return err
@@ -147,10 +151,18 @@ func (n *Node) Join(ctx context.Context, req httpapi.JoinRequest, presented stri
 			}
 		}
 	}
+	suffrage := "already a member"
 	if !member {
-		if err := n.raft.AddVoter(raft.ServerID(req.ID), raft.ServerAddress(req.RaftAddr), 0, raftChangeTimeout).Error(); err != nil {
-			return fmt.Errorf("add voter %s: %w", req.ID, err)
+		// Up to cfg.Voters voters (witnesses count); then non-voters,
+		// promoted by autopilot when a voter is missing (voters.go).
+		add, what := n.raft.AddVoter, "voter"
+		if n.voters() >= n.cfg.Voters {
+			add, what = n.raft.AddNonvoter, "nonvoter"
 		}
+		if err := add(raft.ServerID(req.ID), raft.ServerAddress(req.RaftAddr), 0, raftChangeTimeout).Error(); err != nil {
+			return fmt.Errorf("add %s %s: %w", what, req.ID, err)
+		}
+		suffrage = what
 	}
 	reg := &fsm.RegisterNode{
 		Node:      fsm.Node{ID: req.ID, RaftAddr: req.RaftAddr, HTTPAddr: req.HTTPAddr, Witness: req.Witness, JoinedMs: time.Now().UnixMilli()},
@@ -159,7 +171,7 @@ func (n *Node) Join(ctx context.Context, req httpapi.JoinRequest, presented stri
 	if err := n.applyChecked(ctx, reg); err != nil {
 		return err
 	}
-	n.log.Info("node joined", "joined", req.ID, "raft", req.RaftAddr, "http", req.HTTPAddr, "witness", req.Witness)
+	n.log.Info("node joined", "joined", req.ID, "raft", req.RaftAddr, "http", req.HTTPAddr, "witness", req.Witness, "as", suffrage)
 	return nil
 }
 

@@ -43,6 +43,9 @@ const (
 	DefaultMaxSubsPerToken = 1000
 	// MinJoinTokenLen is the shortest join-token setting accepted.
 	MinJoinTokenLen = 16
+	// DefaultVoters is how many raft voters a cluster keeps at most
+	// (witnesses included); further nodes are non-voters (voters.go).
+	DefaultVoters = 5
 )
 
 // Default rate limits (DESIGN.md "Settings").
@@ -64,6 +67,9 @@ type Config struct {
 	Bootstrap     bool
 	Join          []string
 	Witness       bool
+	// Voters is the most raft voters the cluster keeps (witnesses
+	// included); the leader's setting is the one that counts.
+	Voters int
 	// Restore is a snapshot file (`hookswitch snapshot save`) whose state
 	// a node bootstrapping a new cluster commits before it serves; only
 	// with Bootstrap and an empty data dir.
@@ -132,6 +138,7 @@ func Default() Config {
 		ReadTimeout:          DefaultReadTimeout,
 		APIRate:              DefaultAPIRate,
 		IngestRate:           DefaultIngestRate,
+		Voters:               DefaultVoters,
 		Sources:              []string{DefaultSources},
 		SecretOverlap:        DefaultSecretOverlap,
 		MaxSubsPerToken:      DefaultMaxSubsPerToken,
@@ -177,6 +184,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: join-token has spaces or control characters", ErrConfig)
 	case c.ReadTimeout <= 0:
 		return fmt.Errorf("%w: read-timeout must be positive", ErrConfig)
+	case c.Voters < 1:
+		return fmt.Errorf("%w: voters must be at least 1", ErrConfig)
 	case c.APIRate.PerSecond < 0 || c.APIRate.Burst < 0 || c.IngestRate.PerSecond < 0 || c.IngestRate.Burst < 0:
 		return fmt.Errorf("%w: rates must not be negative", ErrConfig)
 	case c.SecretOverlap < 0:

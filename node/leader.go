@@ -55,7 +55,17 @@ func (n *Node) leaderDuties(ctx context.Context) {
 	if err := n.ensureSelf(ctx); err != nil && ctx.Err() == nil {
 		n.log.Error("could not register this node", "err", err)
 	}
+	// Autopilot keeps at most cfg.Voters voters (voters.go) beside the
+	// reconciler, for as long as the reconciler runs.
+	apCtx, stopAutopilot := context.WithCancel(ctx)
+	apDone := make(chan struct{})
+	go func() {
+		defer close(apDone)
+		n.runAutopilot(apCtx)
+	}()
 	newReconciler(n).run(ctx)
+	stopAutopilot()
+	<-apDone
 }
 
 // ensureSelf commits this node's registration, its node token and (after

@@ -102,6 +102,10 @@ type Node struct {
 	// this node did not bootstrap the cluster now).
 	RootToken string
 
+	// membershipMu serialises this leader's raft membership changes that
+	// depend on the voter count: joins and autopilot's (voters.go).
+	membershipMu sync.Mutex
+
 	left      chan struct{}
 	leaveOnce sync.Once
 	// fresh: this node started without raft state (new, or wiped).
@@ -605,7 +609,11 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			n.log.Warn("leadership transfer failed", "err", err)
 		}
 	}
-	if err := waitFuture(ctx, n.raft.Shutdown()); err != nil {
+	// Raft always shuts down, whatever is left of ctx (its files and the
+	// stores must be closed), but not forever.
+	rctx, rcancel := context.WithTimeout(context.Background(), raftShutdownTimeout)
+	defer rcancel()
+	if err := waitFuture(rctx, n.raft.Shutdown()); err != nil {
 		// Raft's main loop is stuck (seen when a node gains leadership
 		// while its peers stop too, on a busy machine). Its files are
 		// consistent at every write, as after a crash: leave without it
@@ -622,6 +630,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.log.Info("node stopped")
 	return errors.Join(errs...)
 }
+
+// raftShutdownTimeout bounds raft's own shutdown in Shutdown.
+const raftShutdownTimeout = 10 * time.Second
 
 // waitFuture waits for a raft future, or until ctx is done.
 func waitFuture(ctx context.Context, f raft.Future) error {

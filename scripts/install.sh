@@ -83,6 +83,10 @@ else
 # join = []
 # A witness votes in raft but never sends subscriptions.
 # witness = false
+# Raft voters at most (witnesses count); further nodes are non-voters, and
+# the leader promotes a stable one when a voter leaves or stays down for
+# 6 x down-after. Set the same value on every node (docs/scaling.md).
+# voters = 5
 # Single-node cluster on 127.0.0.1 with data in ./hookswitch-data; for trying
 # hookswitch out, not for production.
 # dev = false

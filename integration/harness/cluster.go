@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -77,8 +78,8 @@ type Cluster struct {
 }
 
 // StartCluster starts o.Nodes nodes (n1 with --bootstrap, the others with
-// --join n1), waits until every node sees all of them as up voters with a
-// leader, and (unless o.NoWaitStable) all stable, and that `hookswitch
+// --join n1), waits until every node sees all of them as up members (voters,
+// and non-voters past the voters setting) with a leader, and (unless o.NoWaitStable) all stable, and that `hookswitch
 // members` lists them all up. If n1's data dir holds a join-token file
 // after it starts, the joining nodes get it in HOOKSWITCH_JOIN_TOKEN. At
 // the end of the test every node is thawed and stopped (all at once, so
@@ -343,7 +344,11 @@ func IsOneOf(nodes ...*Node) func(id string) bool {
 func Summary(v httpapi.ClusterView) string {
 	parts := []string{"leader=" + v.Leader}
 	for _, n := range v.Nodes {
-		parts = append(parts, fmt.Sprintf("%s(%s %s stable=%v draining=%v subs=%d)", n.ID, n.RaftRole, n.Health, n.Stable, n.Draining, n.ActiveSub))
+		role := n.RaftRole
+		if n.Suffrage != "voter" {
+			role += " " + n.Suffrage
+		}
+		parts = append(parts, fmt.Sprintf("%s(%s %s stable=%v draining=%v subs=%d)", n.ID, role, n.Health, n.Stable, n.Draining, n.ActiveSub))
 	}
 	return strings.Join(parts, " ")
 }
@@ -382,9 +387,16 @@ func (cl *Cluster) Summary() string {
 	return Summary(v)
 }
 
+// member says whether a node of a cluster view is in the raft
+// configuration: a voter, or a non-voter beyond the voters setting.
+func member(n httpapi.NodeView) bool {
+	return n.Suffrage == "voter" || n.Suffrage == "nonvoter"
+}
+
 // WaitMembers waits until the cluster, as seen by every given node, has
-// exactly the given nodes as voters, all up, and a leader among them; it
-// returns the last view.
+// exactly the given nodes as members (voters, or non-voters beyond the
+// voters setting), all up, and a leader among them; it returns the last
+// view.
 func (cl *Cluster) WaitMembers(timeout time.Duration, members ...*Node) httpapi.ClusterView {
 	cl.t.Helper()
 	want := map[string]bool{}
@@ -404,7 +416,7 @@ func (cl *Cluster) WaitMembers(timeout time.Duration, members ...*Node) httpapi.
 				return false, expect, nd.ID + " sees " + Summary(v)
 			}
 			for _, n := range v.Nodes {
-				if !want[n.ID] || n.Health != "up" || n.Suffrage != "voter" {
+				if !want[n.ID] || n.Health != "up" || !member(n) {
 					return false, expect, nd.ID + " sees " + Summary(v)
 				}
 			}
@@ -415,7 +427,7 @@ func (cl *Cluster) WaitMembers(timeout time.Duration, members ...*Node) httpapi.
 }
 
 // WaitAllUp waits (up to FormTimeout) until every running node sees every
-// node of the cluster as an up voter, with a leader.
+// node of the cluster as an up member, with a leader.
 func (cl *Cluster) WaitAllUp() {
 	cl.t.Helper()
 	n := len(cl.Nodes)
@@ -428,7 +440,7 @@ func (cl *Cluster) WaitAllUp() {
 			}
 			up := 0
 			for _, m := range v.Nodes {
-				if m.Health == "up" && m.Suffrage == "voter" {
+				if m.Health == "up" && member(m) {
 					up++
 				}
 			}
@@ -473,13 +485,17 @@ func (cl *Cluster) Leader(among ...*Node) *Node {
 }
 
 // FreePorts returns n distinct TCP ports that were free on host a moment
-// ago. It holds all n listeners before closing any, so the ports differ
-// from each other.
+// ago. They are taken below the kernel's ephemeral range
+// (/proc/sys/net/ipv4/ip_local_port_range): nodes dial each other from
+// their advertised address, so an outgoing connection's ephemeral port
+// could otherwise be one a stopped node needs again when it restarts on
+// the same ports (a crash loop restarts on the same ports).
 func FreePorts(t TB, host string, n int) []int {
 	t.Helper()
 	if host == "" {
 		host = "127.0.0.1"
 	}
+	lo, hi := portsBelowEphemeral()
 	ports := make([]int, 0, n)
 	var lns []net.Listener
 	defer func() {
@@ -487,15 +503,38 @@ func FreePorts(t TB, host string, n int) []int {
 			ln.Close()
 		}
 	}()
-	for range n {
-		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	seen := map[int]bool{}
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 100*n {
+			t.Fatalf("no %d free ports on %s in %d-%d", n, host, lo, hi)
+		}
+		p := lo + rand.IntN(hi-lo)
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(p)))
 		if err != nil {
-			t.Fatalf("free port on %s: %v", host, err)
+			continue // taken
 		}
 		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+		ports = append(ports, p)
 	}
 	return ports
+}
+
+// portsBelowEphemeral is the range FreePorts picks from: from 10000 up to
+// the start of the ephemeral range.
+func portsBelowEphemeral() (lo, hi int) {
+	lo, hi = 10000, 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > lo+1000 {
+				hi = v
+			}
+		}
+	}
+	return lo, hi
 }
 
 // Timings are the cluster's timing settings.

@@ -25,7 +25,7 @@ var ReadyTimeout = 20 * time.Second
 // Bounds of the node helpers.
 const (
 	// StopTimeout is how long a SIGTERM'd node may take to exit.
-	StopTimeout = 25 * time.Second // the node's own shutdown-timeout (15s) and exit
+	StopTimeout = 40 * time.Second // the node's shutdown-timeout (15s), raft's own bound (10s), exit
 	// CLITimeout bounds one command-line run.
 	CLITimeout = 30 * time.Second
 	// CallTimeout bounds one API call of a helper.
