@@ -28,6 +28,22 @@ func TestCLITables(t *testing.T) {
 			"--post-url", fmt.Sprintf("http://127.0.0.1:9/hook%d", i), "--json"), &v)
 		ids = append(ids, v.ID)
 	}
+	// Settled first: every subscription assigned (a SERVER in its row) and
+	// the node up (in status's UP count).
+	waitFor(t, func() (bool, string, string) {
+		ctx := context.Background()
+		subs, err := a.API().ListSubs(ctx, nil)
+		if err != nil {
+			return false, "the subscriptions assigned", err.Error()
+		}
+		for _, s := range subs {
+			if s.CurrentActiveServer == "" {
+				return false, "the subscriptions assigned", s.ID + " unassigned"
+			}
+		}
+		v, err := a.API().Cluster(ctx)
+		return err == nil && len(v.Nodes) == 1 && v.Nodes[0].Health == "up", "the node up", fmt.Sprint(v, err)
+	}, 20*time.Second)
 	a.MustCLI("sub", "pause", ids[0])
 	a.MustCLI("sub", "pause", ids[1])
 
