@@ -119,6 +119,7 @@ func newAgentCmd() *cobra.Command {
 	f.Duration("read-timeout", d.ReadTimeout, "a request's headers and body must arrive within it")
 	f.String("api-rate", node.FormatRate(d.APIRate), "admin API requests per second per token[:burst] (super tokens are not limited; 0: off)")
 	f.String("ingest-rate", node.FormatRate(d.IngestRate), "ingest requests per second per source address[:burst] outside ingest-allow (0: off)")
+	f.Int("metrics-max-subs", d.MetricsMaxSubs, "subscriptions with /metrics series of their own; the rest are summed under sub=\""+node.OtherSubsLabel+"\"")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		// Only the agent's own flags are settings: the client flags of
 		// the root command are not read from env or file.
@@ -218,6 +219,7 @@ func agentConfig(fs *pflag.FlagSet) (node.Config, error) {
 	cfg.TLSCert, cfg.TLSKey = str("tls-cert"), str("tls-key")
 	cfg.ClusterCA, cfg.JoinToken = str("cluster-ca"), str("join-token")
 	cfg.ReadTimeout = dur("read-timeout")
+	cfg.MetricsMaxSubs, _ = fs.GetInt("metrics-max-subs")
 	var err error
 	if cfg.APIRate, err = node.ParseRate(str("api-rate")); err != nil {
 		return cfg, fmt.Errorf("api-rate: %w", err)

@@ -36,6 +36,9 @@ const (
 	DefaultShutdownTimeout = 15 * time.Second
 	// DefaultReadTimeout bounds the arrival of a request's headers and body.
 	DefaultReadTimeout = 10 * time.Second
+	// DefaultMetricsMaxSubs is how many subscriptions get /metrics series
+	// of their own (metrics-max-subs); the rest are summed under one label.
+	DefaultMetricsMaxSubs = 1000
 	// MinJoinTokenLen is the shortest join-token setting accepted.
 	MinJoinTokenLen = 16
 )
@@ -91,6 +94,10 @@ type Config struct {
 	IngestRate httpapi.Rate
 
 	ShutdownTimeout time.Duration
+
+	// MetricsMaxSubs is how many subscriptions get per-subscription
+	// series of their own in /metrics (metrics-max-subs); 0: none.
+	MetricsMaxSubs int
 }
 
 // Default returns a Config with DESIGN.md's defaults.
@@ -115,6 +122,7 @@ func Default() Config {
 		ReadTimeout:          DefaultReadTimeout,
 		APIRate:              DefaultAPIRate,
 		IngestRate:           DefaultIngestRate,
+		MetricsMaxSubs:       DefaultMetricsMaxSubs,
 	}
 }
 
@@ -154,6 +162,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: read-timeout must be positive", ErrConfig)
 	case c.APIRate.PerSecond < 0 || c.APIRate.Burst < 0 || c.IngestRate.PerSecond < 0 || c.IngestRate.Burst < 0:
 		return fmt.Errorf("%w: rates must not be negative", ErrConfig)
+	case c.MetricsMaxSubs < 0:
+		return fmt.Errorf("%w: metrics-max-subs must not be negative", ErrConfig)
 	}
 	return nil
 }
