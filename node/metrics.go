@@ -43,7 +43,7 @@ type nodeMetrics struct {
 }
 
 func newNodeMetrics(maxSubs int) *nodeMetrics {
-	return &nodeMetrics{
+	m := &nodeMetrics{
 		ingestRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookswitch_ingest_requests_total",
 			Help: "Ingest requests (POST /v1/events) answered, by HTTP status code.",
@@ -63,6 +63,10 @@ func newNodeMetrics(maxSubs int) *nodeMetrics {
 		}, []string{"health"}),
 		subs: newSubSeries(maxSubs),
 	}
+	// Both health series exist from the start, at 0.
+	m.health.WithLabelValues(fsm.HealthUp)
+	m.health.WithLabelValues(fsm.HealthDown)
+	return m
 }
 
 // instrumentIngest counts the ingest requests by status and observes the
