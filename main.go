@@ -74,6 +74,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&cf.key, "key", "", "key of --cert")
 	root.AddCommand(newAgentCmd(), newSubCmd(cf), newTokenCmd(cf), newStatusCmd(cf), newTailCmd(cf), newTLSCmd())
 	root.AddCommand(newClusterCmds(cf)...)
+	root.AddCommand(newConfigExampleCmd()) // hidden: configexample.go
 	return root
 }
 
