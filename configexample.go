@@ -64,15 +64,36 @@ func tomlDefault(f *pflag.Flag) string {
 }
 
 // newConfigExampleCmd is the hidden `hookswitch config-example`: it
-// prints the example config file with every setting and its default.
+// prints the example config file with every setting and its default, or
+// with --check F loads F as the agent would and reports whether it is a
+// valid config (install and package checks use it).
 func newConfigExampleCmd() *cobra.Command {
-	return &cobra.Command{
+	var check string
+	cmd := &cobra.Command{
 		Use:    "config-example",
 		Short:  "Print an example config file: every setting, commented out, with its default",
 		Args:   cobra.NoArgs,
 		Hidden: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fs := newAgentCmd().Flags()
+			agent := newAgentCmd()
+			fs := agent.Flags()
+			if check != "" {
+				if err := agent.ParseFlags([]string{"--config", check}); err != nil {
+					return err
+				}
+				if err := applyEnvAndFile(agent.LocalFlags()); err != nil {
+					return err
+				}
+				cfg, err := agentConfig(agent.LocalFlags())
+				if err != nil {
+					return fmt.Errorf("config file %s: %w", check, err)
+				}
+				if err := cfg.Validate(); err != nil {
+					return fmt.Errorf("config file %s: %w", check, err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: ok\n", check)
+				return nil
+			}
 			fs.SortFlags = false // the agent's order, which groups related settings
 			if err := writeConfigExample(cmd.OutOrStdout(), fs); err != nil {
 				return fmt.Errorf("config-example: %w", err)
@@ -80,4 +101,6 @@ func newConfigExampleCmd() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&check, "check", "", "load this config file as the agent would and report whether it is valid")
+	return cmd
 }
