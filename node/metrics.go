@@ -196,9 +196,11 @@ func (s *subSeries) label(id string) string {
 }
 
 func (s *subSeries) post(id string, n int, r webhook.Result) {
+	// Under mu, so that prune cannot drop the series between the label
+	// and the update (which would leave an orphan series behind).
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	l := s.label(id)
-	s.mu.Unlock()
 	if r.OK() {
 		s.delivered.WithLabelValues(l).Add(float64(max(n, 0)))
 	} else {
