@@ -24,6 +24,8 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/legacy"
+
+	"github.com/hookswitch/hookswitch/httpapi"
 )
 
 const openAPIFile = "../docs/openapi.yaml"
@@ -106,6 +108,7 @@ type specClient struct {
 	t      *testing.T
 	tn     *testNode
 	router routers.Router
+	doc    *openapi3.T
 	seen   map[string]bool // "METHOD /path STATUS" validated
 }
 
@@ -120,7 +123,7 @@ func newSpecClient(t *testing.T, tn *testNode) *specClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &specClient{t: t, tn: tn, router: router, seen: map[string]bool{}}
+	return &specClient{t: t, tn: tn, router: router, doc: doc, seen: map[string]bool{}}
 }
 
 // call sends method path with body (JSON-encoded unless a string) and the
@@ -246,6 +249,20 @@ func TestOpenAPIAnswers(t *testing.T) {
 	sc.call(http.MethodPost, "/v1/events", "-", `{"model":`, http.StatusBadRequest)
 	// A websocket path without an upgrade: 426 with the Error body.
 	sc.call(http.MethodGet, "/v1/events/ws?model=call", "", nil, http.StatusUpgradeRequired)
+
+	// The upgrade itself, at every websocket path: 101, as the spec says.
+	for _, path := range httpapi.WSPaths {
+		c, resp, err := tn.wsDial(path, http.Header{"Authorization": {"Bearer " + tn.root}})
+		if err != nil {
+			t.Fatalf("websocket %s: %v", path, err)
+		}
+		c.CloseNow()
+		item := sc.doc.Paths.Find(path)
+		if item == nil || item.Get == nil || item.Get.Responses.Status(resp.StatusCode) == nil {
+			t.Errorf("GET %s answered %d, which the spec does not list", path, resp.StatusCode)
+		}
+		sc.seen[fmt.Sprintf("GET %s %d", path, resp.StatusCode)] = true
+	}
 
 	// Tokens.
 	tok := sc.call(http.MethodPost, "/v1/tokens", "", map[string]any{"role": "domain", "domain": "spec.example", "name": "spec"}, http.StatusCreated)
