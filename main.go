@@ -77,6 +77,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newAgentCmd(), newSubCmd(cf), newTokenCmd(cf), newStatusCmd(cf), newTailCmd(cf), newTLSCmd())
 	root.AddCommand(newClusterCmds(cf)...)
 	root.AddCommand(newSnapshotCmd(cf))
+	root.AddCommand(newConfigExampleCmd()) // hidden: configexample.go
 	return root
 }
 
@@ -127,6 +128,7 @@ func newAgentCmd() *cobra.Command {
 	f.String("sources", node.DefaultSources, "event sources, comma-separated: http (always on), kamailio://HOST:PORT, ami://USER:PASS@HOST:PORT[?domain=D] (put AMI passwords in the env or the config file, not on the command line)")
 	f.Duration("secret-overlap", d.SecretOverlap, "after a signing secret rotation, POSTs carry the old secret's signature too for this long")
 	f.Int("max-subs-per-token", d.MaxSubsPerToken, "subscriptions one token may create (super tokens are not limited; 0: no limit)")
+	f.Int("metrics-max-subs", d.MetricsMaxSubs, "subscriptions with /metrics series of their own; the rest are summed under sub=\""+node.OtherSubsLabel+"\"")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		// Only the agent's own flags are settings: the client flags of
 		// the root command are not read from env or file.
@@ -231,6 +233,7 @@ func agentConfig(fs *pflag.FlagSet) (node.Config, error) {
 	cfg.Sources = strings.Split(str("sources"), ",")
 	cfg.SecretOverlap = dur("secret-overlap")
 	cfg.MaxSubsPerToken, _ = fs.GetInt("max-subs-per-token")
+	cfg.MetricsMaxSubs, _ = fs.GetInt("metrics-max-subs")
 	var err error
 	if cfg.APIRate, err = node.ParseRate(str("api-rate")); err != nil {
 		return cfg, fmt.Errorf("api-rate: %w", err)
