@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,6 +89,9 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	if o.HTTPAddr == "" {
 		o.HTTPAddr = DefaultHTTPAddr
+	}
+	if !loopback(o.HTTPAddr) {
+		return fmt.Errorf("%w: --http-addr %q: the demo listens on loopback only (127.0.0.1:PORT, [::1]:PORT or localhost:PORT)", ErrOptions, o.HTTPAddr)
 	}
 	log := o.Logger
 	if log == nil {
@@ -282,6 +286,19 @@ func Line(up time.Duration, p synthetic.Stats, r ReceiverStats, sub httpapi.SubV
 	}
 	fmt.Fprintf(&b, " | sub %s posts %d errors %d lag %d", sub.Status, sub.PostsCount, sub.ErrorCount, sub.Lag)
 	return b.String()
+}
+
+// loopback reports whether addr is host:port with a loopback host.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // IsTerminal reports whether w is a terminal (a character device), where

@@ -14,6 +14,7 @@ import (
 	"github.com/hookswitch/hookswitch/dispatch/source/synthetic"
 	"github.com/hookswitch/hookswitch/dispatch/webhook"
 	"github.com/hookswitch/hookswitch/httpapi"
+	"github.com/hookswitch/hookswitch/httpapi/client"
 	"github.com/hookswitch/hookswitch/node"
 )
 
@@ -110,6 +111,9 @@ func TestRunRefusesBadOptions(t *testing.T) {
 		{"negative rate", Options{Rate: -1, Config: cfg, Out: &bytes.Buffer{}}},
 		{"negative duration", Options{Rate: 1, Duration: -time.Second, Config: cfg, Out: &bytes.Buffer{}}},
 		{"no config", Options{Rate: 1, Out: &bytes.Buffer{}}},
+		{"all interfaces", Options{Rate: 1, HTTPAddr: ":7480", Config: cfg, Out: &bytes.Buffer{}}},
+		{"public address", Options{Rate: 1, HTTPAddr: "192.0.2.1:7480", Config: cfg, Out: &bytes.Buffer{}}},
+		{"no port", Options{Rate: 1, HTTPAddr: "127.0.0.1", Config: cfg, Out: &bytes.Buffer{}}},
 	} {
 		tc.o.TempDir = tmp
 		if err := Run(context.Background(), tc.o); !errors.Is(err, ErrOptions) {
@@ -150,5 +154,40 @@ func TestIsTerminal(t *testing.T) {
 	}
 	if termWidth(f) != 0 {
 		t.Error("a file has a terminal width")
+	}
+}
+
+func TestLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:0": true, "127.0.0.2:7480": true, "[::1]:7480": true, "localhost:7480": true,
+		":7480": false, "0.0.0.0:7480": false, "[::]:7480": false, "example.com:80": false, "127.0.0.1": false,
+	} {
+		if got := loopback(addr); got != want {
+			t.Errorf("loopback(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+// TestLiveLine: on a terminal the line is redrawn in place (carriage
+// return, padded over a longer previous line, cut to the width) and the
+// final one ends with a newline.
+func TestLiveLine(t *testing.T) {
+	var out bytes.Buffer
+	st := &status{out: &out, live: true, start: time.Now(), cols: 60}
+	api := client.New("127.0.0.1:1", "") // nothing listens: the sub part is an error
+	rcv := &Receiver{}
+	pbx := synthetic.New(synthetic.Options{})
+	st.show(api, pbx, rcv, false)
+	first := out.String()
+	if !strings.HasPrefix(first, "\r") || strings.Contains(first, "\n") || len(first) != 1+59 {
+		t.Fatalf("first live line %q: want \\r and 59 columns, no newline", first)
+	}
+	st.cols = 0
+	st.width = 200 // a longer line before: blanked with spaces
+	out.Reset()
+	st.show(api, pbx, rcv, true)
+	last := out.String()
+	if !strings.HasPrefix(last, "\r") || !strings.HasSuffix(last, strings.Repeat(" ", 10)+"\n") {
+		t.Fatalf("final live line %q: want \\r, padding and a newline", last)
 	}
 }
