@@ -268,23 +268,24 @@ func (s *status) show(api *client.Client, pbx *synthetic.PBX, rcv *Receiver, fin
 	}
 }
 
-// Line is one status line: the PBX's traffic, what the receiver verified,
-// and the subscription's counters as the node reports them.
+// Line is one status line, the most telling first (a narrow terminal
+// cuts the end): what the receiver verified, the subscription's lag and
+// counters as the node reports them, then the PBX's traffic.
 func Line(up time.Duration, p synthetic.Stats, r ReceiverStats, sub httpapi.SubView, subErr error) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s calls %d (%d live) ingested %d", up.Truncate(time.Second), p.Calls, p.Live, p.Events)
-	if p.EmitErrors > 0 {
-		fmt.Fprintf(&b, " (%d failed)", p.EmitErrors)
-	}
-	fmt.Fprintf(&b, " | delivered %d in %d POSTs, %d bad signatures", r.Events, r.Posts, r.BadSig)
+	fmt.Fprintf(&b, "%s delivered %d in %d POSTs, %d bad signatures", up.Truncate(time.Second), r.Events, r.Posts, r.BadSig)
 	if r.BadBody > 0 {
 		fmt.Fprintf(&b, ", %d bad bodies", r.BadBody)
 	}
 	if subErr != nil {
 		fmt.Fprintf(&b, " | sub: %v", subErr)
-		return b.String()
+	} else {
+		fmt.Fprintf(&b, ", lag %d | sub %s posts %d errors %d", sub.Lag, sub.Status, sub.PostsCount, sub.ErrorCount)
 	}
-	fmt.Fprintf(&b, " | sub %s posts %d errors %d lag %d", sub.Status, sub.PostsCount, sub.ErrorCount, sub.Lag)
+	fmt.Fprintf(&b, " | calls %d (%d live) ingested %d", p.Calls, p.Live, p.Events)
+	if p.EmitErrors > 0 {
+		fmt.Fprintf(&b, " (%d failed)", p.EmitErrors)
+	}
 	return b.String()
 }
 

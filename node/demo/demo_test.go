@@ -89,10 +89,10 @@ func TestLine(t *testing.T) {
 		subErr error
 		want   string
 	}{
-		{"healthy", p, r, nil, "12s calls 12 (3 live) ingested 70 | delivered 68 in 20 POSTs, 0 bad signatures | sub active posts 19 errors 1 lag 2"},
+		{"healthy", p, r, nil, "12s delivered 68 in 20 POSTs, 0 bad signatures, lag 2 | sub active posts 19 errors 1 | calls 12 (3 live) ingested 70"},
 		{"failures", synthetic.Stats{Calls: 1, Events: 3, EmitErrors: 2}, ReceiverStats{BadSig: 4, BadBody: 1}, nil,
-			"12s calls 1 (0 live) ingested 3 (2 failed) | delivered 0 in 0 POSTs, 4 bad signatures, 1 bad bodies | sub active posts 19 errors 1 lag 2"},
-		{"api down", p, r, errors.New("connection refused"), "12s calls 12 (3 live) ingested 70 | delivered 68 in 20 POSTs, 0 bad signatures | sub: connection refused"},
+			"12s delivered 0 in 0 POSTs, 4 bad signatures, 1 bad bodies, lag 2 | sub active posts 19 errors 1 | calls 1 (0 live) ingested 3 (2 failed)"},
+		{"api down", p, r, errors.New("connection refused"), "12s delivered 68 in 20 POSTs, 0 bad signatures | sub: connection refused | calls 12 (3 live) ingested 70"},
 	} {
 		if got := Line(12500*time.Millisecond, tc.p, tc.r, sub, tc.subErr); got != tc.want {
 			t.Errorf("%s:\n got %q\nwant %q", tc.name, got, tc.want)
