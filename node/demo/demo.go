@@ -23,6 +23,9 @@ import (
 const (
 	DefaultRate     = synthetic.DefaultRate
 	DefaultHTTPAddr = "127.0.0.1:0" // a free loopback port
+	// MaxRate bounds --rate: one tick's events stay well inside one
+	// ingest request's limit (10,000 events).
+	MaxRate = 1000
 	// SubscriptionID is the id of the demo's subscription.
 	SubscriptionID = "demo"
 )
@@ -78,8 +81,8 @@ type Options struct {
 // everything gracefully and removes the temp dir. It returns nil after a
 // clean stop.
 func Run(ctx context.Context, o Options) (err error) {
-	if o.Rate <= 0 {
-		return fmt.Errorf("%w: --rate must be positive", ErrOptions)
+	if o.Rate <= 0 || o.Rate > MaxRate {
+		return fmt.Errorf("%w: --rate must be more than 0 and at most %d calls per second", ErrOptions, MaxRate)
 	}
 	if o.Duration < 0 {
 		return fmt.Errorf("%w: --duration must not be negative", ErrOptions)

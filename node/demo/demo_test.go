@@ -109,6 +109,7 @@ func TestRunRefusesBadOptions(t *testing.T) {
 	}{
 		{"zero rate", Options{Rate: 0, Config: cfg, Out: &bytes.Buffer{}}},
 		{"negative rate", Options{Rate: -1, Config: cfg, Out: &bytes.Buffer{}}},
+		{"rate over the maximum", Options{Rate: MaxRate + 1, Config: cfg, Out: &bytes.Buffer{}}},
 		{"negative duration", Options{Rate: 1, Duration: -time.Second, Config: cfg, Out: &bytes.Buffer{}}},
 		{"no config", Options{Rate: 1, Out: &bytes.Buffer{}}},
 		{"all interfaces", Options{Rate: 1, HTTPAddr: ":7480", Config: cfg, Out: &bytes.Buffer{}}},
