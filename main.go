@@ -36,6 +36,7 @@ import (
 	"github.com/hookswitch/hookswitch/httpapi"
 	"github.com/hookswitch/hookswitch/httpapi/client"
 	"github.com/hookswitch/hookswitch/node"
+	"github.com/hookswitch/hookswitch/node/demo"
 	"github.com/hookswitch/hookswitch/node/pki"
 )
 
@@ -76,20 +77,9 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newAgentCmd(), newSubCmd(cf), newTokenCmd(cf), newStatusCmd(cf), newTailCmd(cf), newTLSCmd())
 	root.AddCommand(newClusterCmds(cf)...)
 	root.AddCommand(newSnapshotCmd(cf))
-	root.AddCommand(newConfigExampleCmd())
+	root.AddCommand(newConfigExampleCmd()) // hidden: configexample.go
+	root.AddCommand(newDemoCmd())
 	return root
-}
-
-// newConfigExampleCmd is `hookswitch config-example` (hidden): a config
-// file with every agent setting commented out at its default, made from
-// node.Settings, for install scripts and packages.
-func newConfigExampleCmd() *cobra.Command {
-	return &cobra.Command{Use: "config-example", Short: "Print a config file with every setting commented out at its default",
-		Hidden: true, Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			_, err := io.WriteString(c.OutOrStdout(), node.ExampleTOML())
-			return err
-		}}
 }
 
 // ---- agent ----
@@ -305,6 +295,40 @@ func printDevBanner(w io.Writer, n *node.Node, cfg node.Config) {
 Try:  export HOOKSWITCH_TOKEN=%s
       hookswitch sub create --model call --post-url http://127.0.0.1:9000/hook
 `, version, n.ID(), cfg.DataDir, base, base, base, base, base, strings.TrimSpace(string(tok)), n.JoinToken(), n.HTTPAddr(), strings.TrimSpace(string(tok)))
+}
+
+// ---- demo ----
+
+// newDemoCmd is `hookswitch demo` (node/demo): a dev node built exactly as
+// `agent --dev` builds it, in a temp dir, with a receiver and synthetic
+// PBX traffic.
+func newDemoCmd() *cobra.Command {
+	o := demo.Options{Version: version}
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Try hookswitch: a dev node in a temp dir, a local webhook receiver and synthetic PBX traffic, live",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			o.Out = cmd.OutOrStdout()
+			o.Live = demo.IsTerminal(o.Out)
+			o.Banner = printDevBanner
+			o.Config = func(dataDir, httpAddr string) (node.Config, error) {
+				// `agent --dev`'s own flags and config, on a free raft port.
+				a := newAgentCmd()
+				if err := a.ParseFlags([]string{"--dev", "--data-dir", dataDir, "--http-addr", httpAddr, "--raft-addr", "127.0.0.1:0"}); err != nil {
+					return node.Config{}, err
+				}
+				return agentConfig(a.LocalFlags())
+			}
+			return demo.Run(ctx, o)
+		},
+	}
+	cmd.Flags().Float64Var(&o.Rate, "rate", demo.DefaultRate, "synthetic calls per second")
+	cmd.Flags().StringVar(&o.HTTPAddr, "http-addr", demo.DefaultHTTPAddr, "the dev node's HTTP listen address (default: a free loopback port)")
+	cmd.Flags().DurationVar(&o.Duration, "duration", 0, "stop after this long (0: until Ctrl-C)")
+	return cmd
 }
 
 // ---- client commands ----

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,38 +104,5 @@ func TestAgentDevDefaults(t *testing.T) {
 	}
 	if !cfg.Bootstrap || cfg.DataDir != node.DefaultDevDataDir || cfg.HTTPAddr != node.DevHTTPAddr || cfg.RaftAddr != "127.0.0.1:9" || cfg.StableAfter != 0 {
 		t.Fatalf("dev config %+v", cfg)
-	}
-}
-
-// TestConfigExample: `hookswitch config-example` with every line
-// uncommented is a valid config file that yields the defaults.
-func TestConfigExample(t *testing.T) {
-	var out strings.Builder
-	root := newRoot(&out, io.Discard)
-	root.SetArgs([]string{"config-example"})
-	if err := root.Execute(); err != nil {
-		t.Fatal(err)
-	}
-	var file strings.Builder
-	n := 0
-	for _, line := range strings.Split(out.String(), "\n") {
-		if k, ok := strings.CutPrefix(line, "# "); ok && strings.Contains(k, " = ") {
-			file.WriteString(k + "\n")
-			n++
-		}
-	}
-	if n != len(node.Settings) {
-		t.Fatalf("%d settings in the example, want %d:\n%s", n, len(node.Settings), out.String())
-	}
-	path := filepath.Join(t.TempDir(), "hookswitch.toml")
-	if err := os.WriteFile(path, []byte(file.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := agentCfg(t, "--config", path)
-	if err != nil {
-		t.Fatalf("the uncommented example does not load: %v\n%s", err, file.String())
-	}
-	if got, want := fmt.Sprintf("%+v", cfg), fmt.Sprintf("%+v", node.Default()); got != want {
-		t.Fatalf("the uncommented example gives\n%s\nwant the defaults\n%s", got, want)
 	}
 }

@@ -500,3 +500,26 @@ type NodeView struct {
 	Witness   bool   `json:"witness"`
 	ActiveSub int    `json:"active-subscriptions"`
 }
+
+// Route is one registered method and path (echo's syntax: ":id", "*").
+type Route struct {
+	Method string
+	Path   string
+}
+
+// Routes lists the routes registered on the server, including those other
+// packages mounted, sorted by path then method (for the OpenAPI check).
+func (s *Server) Routes() []Route {
+	rs := s.e.Routes()
+	out := make([]Route, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, Route{Method: r.Method, Path: r.Path})
+	}
+	slices.SortFunc(out, func(a, b Route) int {
+		if c := strings.Compare(a.Path, b.Path); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Method, b.Method)
+	})
+	return out
+}

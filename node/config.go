@@ -41,6 +41,9 @@ const (
 	DefaultSecretOverlap = 24 * time.Hour
 	// DefaultMaxSubsPerToken is max-subs-per-token (0: no limit).
 	DefaultMaxSubsPerToken = 1000
+	// DefaultMetricsMaxSubs is how many subscriptions get /metrics series
+	// of their own (metrics-max-subs); the rest are summed under one label.
+	DefaultMetricsMaxSubs = 1000
 	// MinJoinTokenLen is the shortest join-token setting accepted.
 	MinJoinTokenLen = 16
 	// DefaultVoters is how many raft voters a cluster keeps at most
@@ -114,6 +117,9 @@ type Config struct {
 	// (super tokens are not limited; 0: no limit).
 	SecretOverlap   time.Duration
 	MaxSubsPerToken int
+	// MetricsMaxSubs is how many subscriptions get per-subscription
+	// series of their own in /metrics (metrics-max-subs); 0: none.
+	MetricsMaxSubs int
 }
 
 // Default returns a Config with DESIGN.md's defaults.
@@ -142,6 +148,7 @@ func Default() Config {
 		Sources:              []string{DefaultSources},
 		SecretOverlap:        DefaultSecretOverlap,
 		MaxSubsPerToken:      DefaultMaxSubsPerToken,
+		MetricsMaxSubs:       DefaultMetricsMaxSubs,
 	}
 }
 
@@ -192,6 +199,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: secret-overlap must not be negative", ErrConfig)
 	case c.MaxSubsPerToken < 0:
 		return fmt.Errorf("%w: max-subs-per-token must not be negative (0: no limit)", ErrConfig)
+	case c.MetricsMaxSubs < 0:
+		return fmt.Errorf("%w: metrics-max-subs must not be negative", ErrConfig)
 	}
 	return nil
 }

@@ -86,6 +86,7 @@ type Node struct {
 	// events in them).
 	logs     func() map[string]engine.Log
 	subStats *stats.Minutes // per-minute delivery counts (substats.go)
+	metrics  *nodeMetrics   // series counted as things happen (metrics.go)
 
 	// certs are tls-cert, tls-key and cluster-ca (nil without TLS),
 	// reloaded on SIGHUP.
@@ -192,6 +193,7 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.subStats = stats.New(nil)
+	n.metrics = newNodeMetrics(cfg.MetricsMaxSubs)
 	if n.pipe, err = newPipeline(n, version, logger); err != nil {
 		return nil, err
 	}
@@ -211,7 +213,7 @@ func Start(cfg Config, version string, logger *slog.Logger) (*Node, error) {
 		SecretOverlap: cfg.SecretOverlap, MaxSubsPerToken: cfg.MaxSubsPerToken,
 	}, n, n)
 	ingest := httpsource.New(httpsource.Options{Log: n.pipe.events, Authorize: n.api.AuthorizeIngest, Logger: logger})
-	n.api.Mount(http.MethodPost, "/v1/events", n.api.LimitIngest(ingest))
+	n.api.Mount(http.MethodPost, "/v1/events", n.metrics.instrumentIngest(n.api.LimitIngest(ingest)))
 	ws := n.api.WebsocketHandler(httpapi.WSOptions{Hub: n.pipe.wsHub, Allow: cfg.WSAllow, Logger: logger})
 	for _, path := range httpapi.WSPaths {
 		n.api.Mount(http.MethodGet, path, ws)

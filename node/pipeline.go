@@ -94,7 +94,7 @@ func newPipeline(n *Node, version string, logger *slog.Logger) (*pipeline, error
 	})
 	postsCtx, abortPosts := context.WithCancel(context.Background())
 	eng := engine.New(engine.Options{Poster: poster, Logger: logger, SuspendAfter: n.cfg.SuspendAfter,
-		Worker: webhook.WorkerOptions{InFlight: postsCtx}, Stats: n.subStats})
+		Worker: webhook.WorkerOptions{InFlight: postsCtx}, Stats: n.subStats, OnPost: n.metrics.onPost})
 	eng.AddSource(n.id, events)
 	wsHub := hub.New(hub.Options{Logger: logger})
 	wsHub.AddSource(n.id, events)

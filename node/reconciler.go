@@ -112,6 +112,7 @@ func (r *reconciler) step(ctx context.Context, now time.Time) error {
 			verdict = fsm.HealthUp
 		}
 		r.n.log.Info("node health changed", "of", c.Node, "health", verdict)
+		r.n.metrics.healthChanged(c.Up)
 	}
 	if len(health) > 0 {
 		// Assignment is decided on the state with the new health.
@@ -125,6 +126,7 @@ func (r *reconciler) step(ctx context.Context, now time.Time) error {
 		}
 		if res.Err == nil {
 			r.n.log.Info("reassigned subscriptions", "moves", n)
+			r.n.metrics.reassigned(n)
 		}
 		moves = moves[n:]
 	}

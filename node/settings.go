@@ -210,6 +210,10 @@ var Settings = []Setting{
 		Help:    "ingest requests per second per source address[:burst] outside ingest-allow (0: off)",
 		Doc:     "Ingest requests per second per source address outside `ingest-allow` (allow-listed sources, loopback by default, are not limited); same format and answer. `0` turns it off.",
 		Binding: Rate(func(c *Config) *httpapi.Rate { return &c.IngestRate })},
+	{Name: "metrics-max-subs", Group: "Access",
+		Help:    "subscriptions with /metrics series of their own; the rest are summed under sub=\"" + OtherSubsLabel + "\"",
+		Doc:     "Subscriptions that get per-subscription series of their own in `/metrics` (`sub` label). The first ones this node sees keep theirs; the rest are summed under `sub=\"" + OtherSubsLabel + "\"`, so Prometheus never holds more than this many per-subscription series per node. A deleted subscription frees its label. `0` sums them all. See [metrics.md](metrics.md).",
+		Binding: Int(func(c *Config) *int { return &c.MetricsMaxSubs })},
 
 	{Name: "sources", Group: "Event sources",
 		Help:    "event sources, comma-separated: http (always on), kamailio://HOST:PORT, ami://USER:PASS@HOST:PORT[?domain=D] (put AMI passwords in the env or the config file, not on the command line)",

@@ -65,38 +65,3 @@ func UpdateSettingsDoc(doc string) (string, bool, error) {
 	}
 	return out, out != doc, nil
 }
-
-// ExampleTOML is a config file with every setting commented out at its
-// default, for packages and install scripts.
-func ExampleTOML() string {
-	var b strings.Builder
-	b.WriteString("# hookswitch agent settings (docs/configuration.md). Each is also a flag\n" +
-		"# --NAME and an environment variable HOOKSWITCH_NAME; precedence: flag,\n" +
-		"# environment, this file, the built-in default shown here.\n")
-	for _, g := range SettingGroups {
-		fmt.Fprintf(&b, "\n# ---- %s ----\n", g)
-		for _, s := range Settings {
-			if s.Group != g {
-				continue
-			}
-			fmt.Fprintf(&b, "\n# %s\n", s.Help)
-			switch s.Type {
-			case "bool":
-				fmt.Fprintf(&b, "# %s = %s\n", s.Name, s.Default())
-			case "list":
-				fmt.Fprintf(&b, "# %s = [%s]\n", s.Name, quoteList(s.Default()))
-			default:
-				fmt.Fprintf(&b, "# %s = %q\n", s.Name, s.Default())
-			}
-		}
-	}
-	return b.String()
-}
-
-func quoteList(s string) string {
-	parts := splitList(s)
-	for i, p := range parts {
-		parts[i] = fmt.Sprintf("%q", p)
-	}
-	return strings.Join(parts, ", ")
-}

@@ -1,149 +1,154 @@
 #!/usr/bin/env bash
 # scripts/install.sh: install hookswitch as a systemd service on this machine.
 #
-#   sudo scripts/install.sh
+#   sudo scripts/install.sh [options]
 #
-# It builds the binary into /usr/local/bin/hookswitch, creates the system user
-# "hookswitch", writes an example /etc/hookswitch/hookswitch.toml (only when
+# It builds the binary into /usr/local/bin/hookswitch (or installs one given
+# with --binary), creates the system user "hookswitch" and the data dir
+# /var/lib/hookswitch, writes /etc/hookswitch/hookswitch.toml (only when
 # there is none: an existing config is never overwritten), installs
-# /etc/systemd/system/hookswitch.service and enables it. It does not start the
-# service: decide first whether this node bootstraps a new cluster or joins
-# one (see the config file), then `systemctl start hookswitch`.
+# /etc/systemd/system/hookswitch.service and enables it. It starts the
+# service only with --start: decide first whether this node bootstraps a new
+# cluster or joins one.
 #
-# DESTDIR=/some/dir stages the files under that directory instead (for
-# packaging); it then skips the user, systemctl and the root check.
+# Options:
+#   --binary F           install F instead of building (no Go needed)
+#   --bootstrap          this node creates a new cluster (bootstrap = true)
+#   --join ADDRS         this node joins the members at ADDRS (host:port,...)
+#   --join-token-file F  the cluster's join token (copied into the data dir)
+#   --set KEY=VALUE      one more setting for a new config (VALUE in TOML:
+#                        --set 'advertise-http="10.0.0.2:7480"'); repeatable
+#   --start              start the service (and wait until it is ready)
+#   --root DIR           install under DIR instead of / (a throwaway root, for
+#                        checks and packaging; as DESTDIR=DIR): no user, no
+#                        ownership changes, no systemctl; implies --no-systemd
+#   --no-systemd         install the unit but do not call systemctl
+#
+# Settings given with --bootstrap, --join and --set go into a new config only;
+# an existing one is kept and they are reported as not applied.
 # Running it again upgrades the binary and the unit and keeps the config.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-DESTDIR=${DESTDIR:-}
-BIN=$DESTDIR/usr/local/bin/hookswitch
-CONF_DIR=$DESTDIR/etc/hookswitch
+say() { printf 'install.sh: %s\n' "$*"; }
+die() { say "$*" >&2; exit 1; }
+
+ROOT=${DESTDIR:-}
+BINARY=""
+SYSTEMD=1
+START=0
+JOIN_TOKEN_FILE=""
+SETTINGS=()
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--binary) BINARY=${2:?--binary needs a file}; shift 2 ;;
+	--bootstrap) SETTINGS+=("bootstrap = true"); shift ;;
+	--join)
+		addrs=${2:?--join needs addresses}
+		SETTINGS+=("join = [\"${addrs//,/\", \"}\"]")
+		shift 2 ;;
+	--join-token-file) JOIN_TOKEN_FILE=${2:?--join-token-file needs a file}; shift 2 ;;
+	--set) SETTINGS+=("${2:?--set needs KEY=VALUE}"); shift 2 ;;
+	--start) START=1; shift ;;
+	--root) ROOT=${2:?--root needs a directory}; shift 2 ;;
+	--no-systemd) SYSTEMD=0; shift ;;
+	-h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+	*) die "unknown option $1 (see --help)" ;;
+	esac
+done
+if [ -n "$ROOT" ]; then
+	ROOT=$(realpath -m "$ROOT")
+	SYSTEMD=0
+	[ "$START" -eq 0 ] || die "--start cannot be used with --root"
+fi
+
+BIN=$ROOT/usr/local/bin/hookswitch
+CONF_DIR=$ROOT/etc/hookswitch
 CONF=$CONF_DIR/hookswitch.toml
-UNIT=$DESTDIR/etc/systemd/system/hookswitch.service
+UNIT=$ROOT/etc/systemd/system/hookswitch.service
+DATA_DIR=$ROOT/var/lib/hookswitch
 SVC_USER=hookswitch
 
-say() { printf 'install.sh: %s\n' "$*"; }
-
-if [ -z "$DESTDIR" ] && [ "$(id -u)" -ne 0 ]; then
-	say "run as root (sudo $0), or set DESTDIR to stage the files"
-	exit 1
+if [ -z "$ROOT" ] && [ "$(id -u)" -ne 0 ]; then
+	die "run as root (sudo $0), or use --root DIR to stage the files"
 fi
-command -v go >/dev/null 2>&1 || { say "Go is required to build hookswitch (https://go.dev/dl/)"; exit 1; }
+for s in "${SETTINGS[@]+"${SETTINGS[@]}"}"; do
+	[[ $s =~ ^[a-z][a-z0-9-]*\ *=\ *.+$ ]] || die "--set $s: want KEY=VALUE"
+done
+[ -z "$JOIN_TOKEN_FILE" ] || [ -r "$JOIN_TOKEN_FILE" ] || die "cannot read the join token file $JOIN_TOKEN_FILE"
 
 # ---- binary ------------------------------------------------------------------
-version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
 mkdir -p "$(dirname "$BIN")"
-say "building $BIN (version $version)"
-CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=$version" -o "$BIN.new" .
+if [ -n "$BINARY" ]; then
+	say "installing $BINARY as $BIN"
+	install -m 0755 "$BINARY" "$BIN.new"
+else
+	command -v go >/dev/null 2>&1 || die "Go is required to build hookswitch (https://go.dev/dl/), or pass --binary"
+	version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
+	say "building $BIN (version $version)"
+	CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=$version" -o "$BIN.new" .
+fi
+chmod 0755 "$BIN.new"
 mv -f "$BIN.new" "$BIN"
-chmod 0755 "$BIN"
 
-# ---- user ----------------------------------------------------------------------
-if [ -z "$DESTDIR" ] && ! id "$SVC_USER" >/dev/null 2>&1; then
+# ---- user and data dir ---------------------------------------------------------
+if [ -z "$ROOT" ] && ! id "$SVC_USER" >/dev/null 2>&1; then
 	say "creating system user $SVC_USER"
 	useradd --system --user-group --home-dir /var/lib/hookswitch --no-create-home \
 		--shell /usr/sbin/nologin --comment "hookswitch event delivery" "$SVC_USER"
 fi
+install -d -m 0700 "$DATA_DIR"
+if [ -z "$ROOT" ]; then
+	chown "$SVC_USER:$SVC_USER" "$DATA_DIR"
+fi
+if [ -n "$JOIN_TOKEN_FILE" ]; then
+	say "installing the join token into $DATA_DIR/join-token"
+	install -m 0600 "$JOIN_TOKEN_FILE" "$DATA_DIR/join-token"
+	[ -n "$ROOT" ] || chown "$SVC_USER:$SVC_USER" "$DATA_DIR/join-token"
+fi
 
 # ---- config --------------------------------------------------------------------
+# The example is generated by the binary from its own settings: every
+# setting, commented out, with its default.
 mkdir -p "$CONF_DIR"
 if [ -e "$CONF" ]; then
 	say "keeping the existing $CONF"
+	for s in "${SETTINGS[@]+"${SETTINGS[@]}"}"; do
+		say "not applied (edit $CONF): $s"
+	done
 else
-	say "writing the example $CONF"
-	cat >"$CONF.new" <<'TOML'
-# hookswitch node configuration. Every setting is also a flag (--NAME) and an
-# environment variable (HOOKSWITCH_NAME, upper case, dashes as underscores).
-# Precedence: flag, environment, this file, built-in default.
-# Each setting below is commented out and shows its default.
-# Durations are strings in Go syntax: "250ms", "5s", "72h".
-# Reference: docs/configuration.md.
-
-# ---- identity and addresses ----
-# This node's id. Default: the hostname, persisted in <data-dir>/node-id on
-# first start (a data dir keeps its id; a different node-id is refused).
-# node-id = ""
-# data-dir = "/var/lib/hookswitch"   # change ReadWritePaths= of the unit too
-# http-addr = ":7480"                # admin API, ingest, websocket, /metrics
-# raft-addr = ":7481"                # raft transport between nodes
-# Addresses other nodes use to reach this one. Default: the listen address,
-# with an unspecified host (":7480") replaced by this machine's first
-# global unicast address. Set them when that guess is wrong (NAT, several NICs).
-# advertise-http = ""
-# advertise-raft = ""
-
-# ---- cluster membership ----
-# Exactly one of these on a node's first start:
-#   bootstrap = true on the first node of a new cluster (once; ignored when
-#   the data dir already holds raft state), or
-#   join = ["10.0.0.1:7480", "10.0.0.2:7480"] (HTTP addresses of members) on
-#   every other node.
-# bootstrap = false
-# join = []
-# A witness votes in raft but never sends subscriptions.
-# witness = false
-# Raft voters at most (witnesses count); further nodes are non-voters, and
-# the leader promotes a stable one when a voter leaves or stays down for
-# 6 x down-after. Set the same value on every node (docs/scaling.md).
-# voters = 5
-# Single-node cluster on 127.0.0.1 with data in ./hookswitch-data; for trying
-# hookswitch out, not for production.
-# dev = false
-
-# ---- health and failover ----
-# report-interval = "1s"    # node report (heartbeat, counters, cursors) period
-# down-after = "5s"         # no committed report for this long: node down
-# stable-after = "60s"      # continuously up this long: node stable
-# lease = "3s"              # stop sending when the last committed report is older; must be < down-after and > report-interval
-# raft-heartbeat-timeout = "1s"
-# raft-election-timeout = "1s"
-
-# ---- event log and delivery ----
-# retention = "72h"         # events older than this are dropped (and counted)
-# retention-bytes = "2GiB"  # event log size limit: bytes, or with KiB/MiB/GiB/TiB
-# suspend-after = "24h"     # continuous delivery failure for this long: suspended
-# trim-interval = "5s"      # how often the event log is trimmed
-
-# ---- access ----
-# CIDRs (comma-separated string or list) that may ingest without a token.
-# ingest-allow = "127.0.0.0/8,::1"
-# CIDRs that may open a websocket at all.
-# ws-allow = "127.0.0.0/8,::1"
-# post-url guard: link-local and cloud metadata addresses are refused by
-# default; these add denied ranges / allow ranges that are otherwise denied.
-# post-url-deny = ""
-# post-url-allow = ""
-
-# read-timeout = "10s"      # a request's headers and body must arrive within it
-# api-rate = "50:200"       # admin API requests/s per token:burst (super tokens not limited; "0" off)
-# ingest-rate = "5000:10000" # ingest requests/s per source address:burst outside ingest-allow
-
-# ---- TLS and cluster secrets (docs/security.md) ----
-# tls-cert = ""             # PEM certificate (hookswitch tls issue) for HTTPS, with tls-key
-# tls-key = ""
-# cluster-ca = ""           # CA (hookswitch tls init): mutual TLS for raft and node-to-node calls
-# join-token = ""           # default: /var/lib/hookswitch/join-token (the bootstrap node writes it)
-TOML
-	mv -f "$CONF.new" "$CONF"
-	if [ -z "$DESTDIR" ]; then
-		chown "root:$SVC_USER" "$CONF"
+	say "writing $CONF"
+	"$BIN" config-example >"$CONF.new"
+	if [ ${#SETTINGS[@]} -gt 0 ]; then
+		printf '\n# ---- set by scripts/install.sh ----\n' >>"$CONF.new"
+		printf '%s\n' "${SETTINGS[@]}" >>"$CONF.new"
 	fi
-	chmod 0640 "$CONF"
+	chmod 0640 "$CONF.new"
+	if [ -z "$ROOT" ]; then
+		chown "root:$SVC_USER" "$CONF.new"
+	fi
+	mv -f "$CONF.new" "$CONF"
 fi
 
 # ---- systemd unit ----------------------------------------------------------------
 mkdir -p "$(dirname "$UNIT")"
 install -m 0644 scripts/hookswitch.service "$UNIT"
-if [ -z "$DESTDIR" ] && command -v systemd-analyze >/dev/null 2>&1; then
+if [ "$SYSTEMD" -eq 1 ] && command -v systemd-analyze >/dev/null 2>&1; then
 	systemd-analyze verify "$UNIT"
 fi
-if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; then
+if [ "$SYSTEMD" -eq 1 ] && [ -d /run/systemd/system ]; then
 	systemctl daemon-reload
 	systemctl enable hookswitch.service
 	say "installed and enabled hookswitch.service"
 else
-	say "installed $UNIT (systemd is not running here: not enabled)"
+	say "installed $UNIT (systemctl not called)"
+	[ "$START" -eq 0 ] || die "--start needs a running systemd"
+fi
+
+if [ "$START" -eq 1 ]; then
+	systemctl restart hookswitch.service # Type=notify: returns once the node is up
+	say "started hookswitch.service"
+	exit 0
 fi
 
 cat <<MSG

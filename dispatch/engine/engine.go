@@ -80,6 +80,10 @@ type Options struct {
 	Worker webhook.WorkerOptions
 	// Stats counts outcomes per minute for the dashboard (nil: not kept).
 	Stats *stats.Minutes
+	// OnPost, when set, is called after every POST attempt with its
+	// outcome (metrics). It runs under the engine's lock: it must not
+	// block or call the engine.
+	OnPost func(subID string, n int, r webhook.Result)
 }
 
 // Engine delivers the events of the source logs to the subscriptions this

@@ -515,7 +515,7 @@ func (ss *subState) Ack(evs []*dispatch.Event) {
 }
 
 // Delivered implements webhook.Observer.
-func (ss *subState) Delivered(_ string, n int, _ webhook.Result) {
+func (ss *subState) Delivered(_ string, n int, r webhook.Result) {
 	ss.e.mu.Lock()
 	defer ss.e.mu.Unlock()
 	ss.posts++
@@ -523,6 +523,9 @@ func (ss *subState) Delivered(_ string, n int, _ webhook.Result) {
 	ss.e.totals.Posts++
 	ss.e.totals.Events += uint64(n)
 	ss.e.opts.Stats.Delivered(ss.sub.ID(), n)
+	if f := ss.e.opts.OnPost; f != nil {
+		f(ss.sub.ID(), n, r)
+	}
 	ss.status = webhook.StateActive
 	ss.lastPostMs = time.Now().UnixMilli()
 	ss.failingSinceMs = 0
@@ -537,6 +540,9 @@ func (ss *subState) Failed(_ string, r webhook.Result, _ int) {
 	ss.errs++
 	ss.e.totals.Errors++
 	ss.e.opts.Stats.Failed(ss.sub.ID())
+	if f := ss.e.opts.OnPost; f != nil {
+		f(ss.sub.ID(), 0, r)
+	}
 	ss.status = webhook.StateError
 	ss.lastError, ss.lastErrorMs = errorText(r), now
 	if ss.failingSinceMs == 0 {

@@ -25,6 +25,9 @@
 //     WaitHealthy waits for /healthz: one that is no member yet).
 //   - Run runs the binary with any arguments and returns its output and
 //     exit status (an agent that must refuse to start, `hookswitch tls`).
+//   - StartProcess starts the binary with any arguments and returns at
+//     once, as a Node without an API (output, Signal, Wait): a
+//     long-running command such as `hookswitch demo`.
 //   - NetNS is a network namespace the test makes itself (root only): nodes
 //     on 127.0.0.x addresses inside it, iptables cuts between addresses and
 //     tc netem on its loopback.
