@@ -612,10 +612,15 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		}
 	}
 	// Raft always shuts down, whatever is left of ctx (its files and the
-	// stores must be closed), but not forever.
+	// stores must be closed), but not forever. Its connections are closed
+	// at once: a replication goroutine reading a peer that went silent (a
+	// lossy or cut link) would otherwise hold the shutdown for the
+	// transport's whole timeout.
 	rctx, rcancel := context.WithTimeout(context.Background(), raftShutdownTimeout)
 	defer rcancel()
-	if err := waitFuture(rctx, n.raft.Shutdown()); err != nil {
+	shut := n.raft.Shutdown()
+	_ = n.transport.Close()
+	if err := waitFuture(rctx, shut); err != nil {
 		// Raft's main loop is stuck (seen when a node gains leadership
 		// while its peers stop too, on a busy machine). Its files are
 		// consistent at every write, as after a crash: leave without it

@@ -93,6 +93,48 @@ type StreamLayer struct {
 	store            *Store // nil or without CA: plain TCP
 	dialer           *net.Dialer
 	handshakeTimeout time.Duration
+
+	// conns are the open connections, dialed and accepted: Close closes
+	// them too, so no raft goroutine stays blocked reading a peer that
+	// went silent (a lossy link) until the transport's timeout.
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+// ErrClosed is returned by Dial once the stream layer is closed.
+var ErrClosed = errors.New("raft stream layer closed")
+
+// track registers c, or closes it when the layer is closed.
+func (s *StreamLayer) track(c net.Conn) (net.Conn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		c.Close()
+		return nil, ErrClosed
+	}
+	if s.conns == nil {
+		s.conns = map[net.Conn]struct{}{}
+	}
+	tc := &trackedConn{Conn: c, s: s}
+	s.conns[tc] = struct{}{}
+	return tc, nil
+}
+
+// trackedConn leaves the layer's set when it is closed.
+type trackedConn struct {
+	net.Conn
+	s    *StreamLayer
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.s.mu.Lock()
+		delete(c.s.conns, c)
+		c.s.mu.Unlock()
+	})
+	return c.Conn.Close()
 }
 
 // ErrNotAdvertisable is returned for an advertised address that peers
@@ -123,14 +165,29 @@ func (s *StreamLayer) mutual() bool { return s.store.Mutual() }
 // a slow client cannot stall the accept loop.
 func (s *StreamLayer) Accept() (net.Conn, error) {
 	c, err := s.ln.Accept()
-	if err != nil || !s.mutual() {
-		return c, err
+	if err != nil {
+		return nil, err
 	}
-	return &serverConn{Conn: tls.Server(c, s.store.ServerConfig(true)), timeout: s.handshakeTimeout}, nil
+	if s.mutual() {
+		c = &serverConn{Conn: tls.Server(c, s.store.ServerConfig(true)), timeout: s.handshakeTimeout}
+	}
+	return s.track(c)
 }
 
-// Close implements net.Listener.
-func (s *StreamLayer) Close() error { return s.ln.Close() }
+// Close implements net.Listener: it stops accepting, closes every open
+// connection and makes Dial fail from then on.
+func (s *StreamLayer) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	conns := s.conns
+	s.conns = nil
+	s.mu.Unlock()
+	err := s.ln.Close()
+	for c := range conns {
+		_ = c.(*trackedConn).Conn.Close()
+	}
+	return err
+}
 
 // Addr implements net.Listener: the advertised address.
 func (s *StreamLayer) Addr() net.Addr { return s.adv }
@@ -140,8 +197,11 @@ func (s *StreamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 	d := *s.dialer
 	d.Timeout = timeout
 	c, err := d.Dial("tcp", string(address))
-	if err != nil || !s.mutual() {
-		return c, err
+	if err != nil {
+		return nil, err
+	}
+	if !s.mutual() {
+		return s.track(c)
 	}
 	tc := tls.Client(c, s.store.ClientConfig(string(address)))
 	_ = tc.SetDeadline(time.Now().Add(timeout))
@@ -150,7 +210,7 @@ func (s *StreamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 		return nil, fmt.Errorf("raft TLS handshake with %s: %w", address, err)
 	}
 	_ = tc.SetDeadline(time.Time{})
-	return tc, nil
+	return s.track(tc)
 }
 
 // serverConn is an accepted TLS connection whose handshake runs once, on
