@@ -117,7 +117,11 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	for _, s := range subs {
 		s.sent = append(s.sent, before...)
 		s.recv.WaitIDs(t, before, snapDeliverTimeout)
-		waitCommitted(t, src.Nodes[0], s.id, len(s.sent))
+		// Every node, the follower that saves included (a follower's
+		// state may trail the leader's by a report).
+		for _, nd := range src.Nodes {
+			waitCommitted(t, nd, s.id, len(s.sent))
+		}
 	}
 
 	// Save through a follower, as an operator would from any node.
