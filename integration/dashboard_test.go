@@ -136,6 +136,15 @@ func (b *browser) run(what string, actions ...chromedp.Action[chromedp.Void]) {
 }
 
 // pageText is the visible text of the page, for failure messages.
+// click clicks the element selector finds, inside the page, as soon as
+// there is one. Tables the page redraws every 2 s replace their rows: a
+// click by DOM node id can name a row that was just replaced ("Could not
+// find node with given id"), a click in the page cannot.
+func (b *browser) click(what, selector string) {
+	b.t.Helper()
+	b.wait(what, `(() => { const e = document.querySelector(`+jsString(selector)+`); if (!e) return false; e.click(); return true })()`)
+}
+
 func (b *browser) pageText() string {
 	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
 	defer cancel()
@@ -303,7 +312,7 @@ func TestDashboard(t *testing.T) {
 	}, uiStepTimeout)
 	// Its detail: the chart of the sending node's per-minute counts (asked
 	// of the sender by the node the page talks to).
-	b.run("open the detail", chromedp.Click(chromedp.CSS(`#subs-table tr[data-sub=`+jsString(subA)+`] td`)))
+	b.click("open the detail", `#subs-table tr[data-sub=`+jsString(subA)+`] td`)
 	b.wait("the chart", `document.querySelector('#chart svg.chart') !== null && document.querySelector('#chart-summary').textContent.startsWith('Last hour: ')`)
 	waitFor(t, func() (bool, string, string) {
 		summary := eval[string](b, `document.querySelector('#chart-summary').textContent + ' ' + document.querySelector('#chart-node').textContent`)
@@ -404,12 +413,12 @@ func TestDashboard(t *testing.T) {
 	b.run("open the cluster", chromedp.Click(chromedp.CSS("#nav-cluster")))
 	b.wait("the cluster view", `document.querySelectorAll('#cluster-table tbody tr').length === 3`)
 	n3Row := `document.querySelector('#cluster-table tr[data-node="n3"]')`
-	b.run("drain n3", chromedp.Click(chromedp.CSS(`#cluster-table tr[data-node="n3"] button.drain`)))
+	b.click("drain n3", `#cluster-table tr[data-node="n3"] button.drain`)
 	b.wait("n3 draining", n3Row+`.querySelector('.draining').textContent.includes('yes')`)
 	if v, err := n1.View(); err != nil || !nodeDraining(v, "n3") {
 		t.Fatalf("after draining n3 in the dashboard: %v, %v; want n3 draining", harness.Summary(v), err)
 	}
-	b.run("undrain n3", chromedp.Click(chromedp.CSS(`#cluster-table tr[data-node="n3"] button.drain`)))
+	b.click("undrain n3", `#cluster-table tr[data-node="n3"] button.drain`)
 	b.wait("n3 not draining", n3Row+`.querySelector('.draining').textContent.includes('no')`)
 
 	// A domain token, through the URL fragment: only its domain, no

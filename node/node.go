@@ -323,7 +323,7 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("node: raft listen %s: %w", n.cfg.RaftAddr, err)
 	}
-	n.transport = raft.NewNetworkTransport(stream, raftMaxPool, raftTransportTimeout, os.Stderr)
+	n.transport = newRaftTransport(stream)
 	n.advRaft = string(n.transport.LocalAddr())
 	rs := n.raftStore
 	hasState, err := raft.HasExistingState(rs.Bolt, rs.Bolt, rs.Snapshots)
@@ -636,6 +636,20 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.closeStores()
 	n.log.Info("node stopped")
 	return errors.Join(errs...)
+}
+
+// newRaftTransport is raft's network transport over stream, with
+// pipelining off: raft v1.7.3's pipeline deadlocks when its decoder stops
+// on a failed response while the sender waits for a free slot (seen on a
+// lossy link: replication to that peer stalled, and raft's shutdown waited
+// for it forever). One AppendEntries at a time, each bounded by the
+// transport timeout, is plenty for reports and admin writes.
+func newRaftTransport(stream raft.StreamLayer) *raft.NetworkTransport {
+	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: stream, MaxPool: raftMaxPool, Timeout: raftTransportTimeout,
+		Logger:          hclog.New(&hclog.LoggerOptions{Name: "raft-net", Output: os.Stderr, Level: hclog.DefaultLevel}),
+		MaxRPCsInFlight: 1,
+	})
 }
 
 // raftShutdownTimeout bounds raft's own shutdown in Shutdown.
