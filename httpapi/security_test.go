@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -18,14 +19,17 @@ import (
 
 // fakeBackend is a Backend and Internal over a fixed state, for the
 // middleware tests that need no node.
-type fakeBackend struct{ st *fsm.State }
+type fakeBackend struct {
+	st       *fsm.State
+	notReady error // what Ready returns
+}
 
 func (f *fakeBackend) NodeID() string { return "n1" }
 func (f *fakeBackend) Apply(context.Context, fsm.Command) (fsm.Result, error) {
 	return fsm.Result{}, nil
 }
 func (f *fakeBackend) Read(fn func(st *fsm.State)) { fn(f.st) }
-func (f *fakeBackend) Ready() error                { return nil }
+func (f *fakeBackend) Ready() error                { return f.notReady }
 func (f *fakeBackend) ApplyEncoded(context.Context, []byte) (fsm.Result, error) {
 	return fsm.Result{}, nil
 }
@@ -51,6 +55,62 @@ func fakeServer(t *testing.T, cfg Config) (*Server, map[string]string) {
 	}
 	fb := &fakeBackend{st: st}
 	return New(cfg, fb, fb), toks
+}
+
+// TestUnknownTokenOnUnreadyNode: a node that is not ready (joining,
+// catching up, no leader) may not hold a token yet, so an unknown token is
+// 503 with the reason and Retry-After there, not "invalid API token"; a
+// ready node answers 401; a token the node knows works either way.
+func TestUnknownTokenOnUnreadyNode(t *testing.T) {
+	cases := []struct {
+		name     string
+		notReady error
+		token    string
+		want     int
+	}{
+		{"ready, unknown token", nil, "hs_nobody", http.StatusUnauthorized},
+		{"ready, known token", nil, "hs_super_secret", http.StatusOK},
+		{"not ready, unknown token", errors.New("not yet a registered member of the cluster"), "hs_nobody", http.StatusServiceUnavailable},
+		{"not ready, known token", errors.New("not yet a registered member of the cluster"), "hs_super_secret", http.StatusOK},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := fakeServer(t, Config{})
+			s.b.(*fakeBackend).notReady = tc.notReady
+
+			req := httptest.NewRequest(http.MethodGet, "/v1/subscriptions", nil)
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+			rec := httptest.NewRecorder()
+			s.Handler().ServeHTTP(rec, req)
+			if rec.Code != tc.want {
+				t.Fatalf("admin API: %d, want %d: %s", rec.Code, tc.want, rec.Body)
+			}
+			switch tc.want {
+			case http.StatusServiceUnavailable:
+				if rec.Header().Get("Retry-After") == "" || !strings.Contains(rec.Body.String(), "not ready (not yet a registered member") {
+					t.Fatalf("admin API 503 without Retry-After or the reason: %v %s", rec.Header(), rec.Body)
+				}
+				if strings.Contains(rec.Body.String(), tc.token) {
+					t.Fatalf("the answer echoes the token: %s", rec.Body)
+				}
+			case http.StatusUnauthorized:
+				if rec.Header().Get("WWW-Authenticate") == "" {
+					t.Fatalf("401 without WWW-Authenticate")
+				}
+			}
+
+			ing := httptest.NewRequest(http.MethodPost, "/v1/events?authkey="+tc.token, nil)
+			ing.RemoteAddr = "192.0.2.7:5000" // outside ingest-allow: the token decides
+			code, msg, ok := s.AuthorizeIngest(ing)
+			wantIngest := tc.want
+			if tc.want == http.StatusOK {
+				wantIngest = 0
+			}
+			if code != wantIngest || ok != (tc.want == http.StatusOK) {
+				t.Fatalf("ingest: %d %q ok=%v, want %d", code, msg, ok, wantIngest)
+			}
+		})
+	}
 }
 
 // TestSelfIgnoresForwardingHeaders: /v1/cluster/self is for callers on

@@ -283,7 +283,8 @@ func (s *Server) AuthorizeIngest(r *http.Request) (status int, msg string, ok bo
 	}
 	p, ok := s.Authenticate(tok)
 	if !ok {
-		return http.StatusUnauthorized, "invalid API token", false
+		code, msg := s.unknownToken()
+		return code, msg, false
 	}
 	if p.Role != fsm.RoleIngest && p.Role != fsm.RoleSuper {
 		return http.StatusForbidden, "this token's role (" + p.Role + ") may not ingest events", false
@@ -408,6 +409,17 @@ func (s *Server) Authenticate(token string) (Principal, bool) {
 	return p, ok
 }
 
+// unknownToken is the answer to a token this node's state does not hold:
+// 401, unless the node is not ready (joining, catching up with the log, no
+// leader). Then its state may simply not have the token yet, so the answer
+// is 503 with the reason, which a client can retry or take to another node.
+func (s *Server) unknownToken() (int, string) {
+	if err := s.b.Ready(); err != nil {
+		return http.StatusServiceUnavailable, "this node is not ready (" + err.Error() + "), so it cannot check the token yet; try again in a moment or ask another node"
+	}
+	return http.StatusUnauthorized, "invalid API token"
+}
+
 func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		tok := headerToken(c.Request())
@@ -423,8 +435,13 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		p, ok := s.Authenticate(tok)
 		if !ok {
-			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="hookswitch"`)
-			return fail(c, http.StatusUnauthorized, "", "invalid API token")
+			code, msg := s.unknownToken()
+			if code == http.StatusUnauthorized {
+				c.Response().Header().Set("WWW-Authenticate", `Bearer realm="hookswitch"`)
+			} else {
+				c.Response().Header().Set("Retry-After", "1")
+			}
+			return fail(c, code, "", msg)
 		}
 		if isNode(p) && s.cfg.MutualTLS && !s.peerCert(c.Request()) {
 			return fail(c, http.StatusForbidden, "", "a node token is accepted only with a client certificate from cluster-ca")

@@ -86,7 +86,8 @@ type WSOptions struct {
 // WebsocketHandler returns the websocket event endpoint (mount it on
 // WSPaths with GET). Refusals happen before the upgrade, as JSON errors:
 // 403 for an address outside ws-allow or a token that may not watch
-// events, 401 for a missing or unknown token, 400 for a bad ?since= or
+// events, 401 for a missing or unknown token (503 for an unknown one while
+// this node is not ready), 400 for a bad ?since= or
 // ?model=, 426 for a request that is not a websocket upgrade.
 func (s *Server) WebsocketHandler(o WSOptions) http.Handler {
 	if o.Hub == nil {
@@ -141,6 +142,11 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	p, ok := h.s.Authenticate(tok)
 	if !ok {
+		if code, msg := h.s.unknownToken(); code != http.StatusUnauthorized {
+			w.Header().Set("Retry-After", "1")
+			wsFail(w, code, msg)
+			return
+		}
 		w.Header().Add("WWW-Authenticate", `Basic realm="hookswitch"`)
 		w.Header().Add("WWW-Authenticate", `Bearer realm="hookswitch"`)
 		wsFail(w, http.StatusUnauthorized, "invalid token")
