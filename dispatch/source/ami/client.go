@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hookswitch/hookswitch/dispatch/source"
@@ -54,9 +53,6 @@ type Client struct {
 
 	// lastFail is the last error logged (Run's goroutine only).
 	lastFail string
-
-	mu   sync.Mutex
-	conn net.Conn
 }
 
 // New returns a client of the AMI at opts.Addr. Run starts it.
@@ -81,59 +77,14 @@ func (c *Client) Status() source.Status { return c.state.Snapshot() }
 // Run logs in and reads until ctx is done, reconnecting with backoff.
 // The events still queued when ctx is done are appended before it returns.
 func (c *Client) Run(ctx context.Context) {
-	sinkCtx, stopSink := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); c.sink.Run(sinkCtx) }()
-	defer func() { stopSink(); wg.Wait() }()
-	stop := context.AfterFunc(ctx, func() {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.conn != nil {
-			_ = c.conn.Close()
-		}
-	})
-	defer stop()
-	for ctx.Err() == nil {
-		good := c.session(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if good {
-			c.backoff.Reset()
-		}
-		if !c.backoff.Wait(ctx) {
-			return
-		}
-	}
+	source.RunClient(ctx, &net.Dialer{Timeout: DialTimeout, KeepAlive: keepAlive}, c.opts.Addr, c.sink, &c.backoff,
+		func(err error) { c.fail("connecting failed", err) }, c.session)
 }
 
-// session is one connection: dial, log in, read events until it fails.
-// It reports whether the login succeeded.
-func (c *Client) session(ctx context.Context) (good bool) {
-	d := net.Dialer{Timeout: DialTimeout, KeepAlive: keepAlive}
-	conn, err := d.DialContext(ctx, "tcp", c.opts.Addr)
-	if err != nil {
-		if ctx.Err() == nil {
-			c.fail("connecting failed", err)
-		}
-		return false
-	}
-	c.mu.Lock()
-	if ctx.Err() != nil {
-		c.mu.Unlock()
-		_ = conn.Close()
-		return false
-	}
-	c.conn = conn
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		c.conn = nil
-		c.mu.Unlock()
-		_ = conn.Close()
-		c.state.Connected(false)
-	}()
+// session logs in on one connection and reads events until it fails. It
+// reports whether the login succeeded.
+func (c *Client) session(ctx context.Context, conn net.Conn) (good bool) {
+	defer c.state.Connected(false)
 	r := NewReader(conn)
 	r.OnGarbage = func(err error) { c.fail("garbage from AMI skipped", err) }
 	if err := c.login(conn, r); err != nil {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/hookswitch/hookswitch/dispatch/source"
@@ -46,9 +45,6 @@ type Client struct {
 
 	// lastFail is the last error logged (Run's goroutine only).
 	lastFail string
-
-	mu   sync.Mutex
-	conn net.Conn // the current connection, closed to stop
 }
 
 // New returns a client of the evapi server at opts.Addr. Run starts it.
@@ -72,64 +68,21 @@ func (c *Client) Status() source.Status { return c.state.Snapshot() }
 // Run connects and reads until ctx is done, reconnecting with backoff. The
 // events still queued when ctx is done are appended before it returns.
 func (c *Client) Run(ctx context.Context) {
-	sinkCtx, stopSink := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); c.sink.Run(sinkCtx) }()
-	defer func() { stopSink(); wg.Wait() }()
-	stop := context.AfterFunc(ctx, func() {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.conn != nil {
-			_ = c.conn.Close()
-		}
-	})
-	defer stop()
-	for ctx.Err() == nil {
-		good := c.session(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if good {
-			c.backoff.Reset()
-		}
-		if !c.backoff.Wait(ctx) {
-			return
-		}
-	}
+	source.RunClient(ctx, &net.Dialer{Timeout: DialTimeout, KeepAlive: keepAlive}, c.addr, c.sink, &c.backoff,
+		func(err error) { c.fail("connecting failed", err) }, c.session)
 }
 
-// session is one connection: dial, read until it fails. It reports
-// whether the connection worked (carried an event, or lasted
-// stableConn): the backoff then starts over, so that a Kamailio restart
-// after a long quiet connection is caught at once.
-func (c *Client) session(ctx context.Context) (good bool) {
-	d := net.Dialer{Timeout: DialTimeout, KeepAlive: keepAlive}
-	conn, err := d.DialContext(ctx, "tcp", c.addr)
-	if err != nil {
-		if ctx.Err() == nil {
-			c.fail("connecting failed", err)
-		}
-		return false
-	}
-	c.mu.Lock()
-	if ctx.Err() != nil {
-		c.mu.Unlock()
-		_ = conn.Close()
-		return false
-	}
-	c.conn = conn
-	c.mu.Unlock()
+// session reads one connection until it fails. It reports whether the
+// connection worked (carried an event, or lasted stableConn): the backoff
+// then starts over, so that a Kamailio restart after a long quiet
+// connection is caught at once.
+func (c *Client) session(ctx context.Context, conn net.Conn) (good bool) {
 	c.state.Connected(true)
 	c.log.Info("connected to Kamailio evapi")
 	c.lastFail = ""
 	since := time.Now()
 	defer func() {
 		good = good || time.Since(since) >= stableConn
-		c.mu.Lock()
-		c.conn = nil
-		c.mu.Unlock()
-		_ = conn.Close()
 		c.state.Connected(false)
 	}()
 	r := NewReader(conn)
