@@ -207,6 +207,9 @@ func TestWSSlowConnectionFailsAloneAndIsCounted(t *testing.T) {
 	}
 	l.append(`{"model":"call","n":6}`)
 	collect(t, fast, 1, waitLong)
+	// The fast connection may get the event a moment before the hub
+	// offers it to the slow one: wait for the overflow to be recorded.
+	waitUntil(t, func() bool { return errors.Is(slow.Err(), ErrSlow) })
 	if _, err := slow.Next(nil, 0); !errors.Is(err, ErrSlow) {
 		t.Fatalf("slow Next: %v, want ErrSlow", err)
 	}
